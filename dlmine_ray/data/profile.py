@@ -1,0 +1,261 @@
+"""One streaming pass over the rows that (1) assigns each row to train/valid/test by a seeded
+hash, (2) profiles the data for the report, and (3) gathers the training split's statistics that
+the preprocessing is fitted from. Validation of the data happens here, before any training."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from dlmine_ray.errors import DlmineError
+
+SPLIT_COL = "__split"
+SPLITS = ("train", "valid", "test")
+_MAX_DISTINCT = 20_000  # per block; categorical columns wider than this are not one-hot material
+
+
+def assign_split(df: pd.DataFrame, key_cols: list[str], valid: float, test: float, seed: int) -> np.ndarray:
+    """Split codes (0 train, 1 valid, 2 test) from a seeded hash of the key columns, so that the
+    same row lands in the same split on every run, whatever the block order."""
+    h = pd.util.hash_pandas_object(df[key_cols], index=False).to_numpy(np.uint64)
+    with np.errstate(over="ignore"):
+        x = h ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    u = (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+    return np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype(np.int8)
+
+
+@dataclass
+class ColumnStats:
+    """Additive statistics of one column (over all rows, and over the training split)."""
+
+    dtypes: set = field(default_factory=set)
+    n: int = 0
+    nulls: int = 0
+    numeric: int = 0          # values that are (or parse as) finite numbers
+    nonfinite: int = 0        # +-inf
+    non_numeric: int = 0      # non-null values that do not parse as numbers
+    example_bad: Optional[str] = None
+    vmin: float = math.inf
+    vmax: float = -math.inf
+    # training split only
+    t_count: int = 0
+    t_sum: float = 0.0
+    t_sumsq: float = 0.0
+    counts: Counter = field(default_factory=Counter)     # categorical values, training split
+    all_counts: Counter = field(default_factory=Counter)  # categorical values, all rows (target)
+
+    def merge(self, o: "ColumnStats") -> None:
+        self.dtypes |= o.dtypes
+        for k in ("n", "nulls", "numeric", "nonfinite", "non_numeric", "t_count"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.t_sum += o.t_sum
+        self.t_sumsq += o.t_sumsq
+        self.vmin = min(self.vmin, o.vmin)
+        self.vmax = max(self.vmax, o.vmax)
+        self.example_bad = self.example_bad or o.example_bad
+        self.counts.update(o.counts)
+        self.all_counts.update(o.all_counts)
+
+
+def _dtype_kind(s: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(s):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(s):
+        return "number"
+    if pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+        return "string"
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "datetime"
+    return str(s.dtype)
+
+
+def _column_stats(s: pd.Series, is_train: np.ndarray, categorical_target: bool) -> ColumnStats:
+    st = ColumnStats()
+    kind = _dtype_kind(s)
+    st.dtypes.add(kind)
+    st.n = len(s)
+    null = s.isna().to_numpy()
+    st.nulls = int(null.sum())
+    if kind in ("number", "bool"):
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif kind == "string":
+        if s.map(lambda x: isinstance(x, (list, tuple, dict, np.ndarray)), na_action="ignore").any():
+            st.dtypes.add("nested")
+            return st
+        v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~null & np.isnan(v)
+        st.non_numeric = int(bad.sum())
+        if st.non_numeric:
+            st.example_bad = str(s[bad].iloc[0])[:40]
+        if categorical_target or st.non_numeric:
+            vals = s[~null].astype(str)
+            st.all_counts.update(vals.value_counts().head(_MAX_DISTINCT).to_dict())
+            st.counts.update(vals[is_train[~null]].value_counts().head(_MAX_DISTINCT).to_dict())
+    else:
+        return st
+    finite = np.isfinite(v)
+    st.numeric = int(finite.sum())
+    st.nonfinite = int((np.isinf(v)).sum())
+    if st.numeric:
+        st.vmin = float(v[finite].min())
+        st.vmax = float(v[finite].max())
+        tv = v[finite & is_train]
+        st.t_count = int(tv.size)
+        st.t_sum = float(tv.sum())
+        st.t_sumsq = float((tv * tv).sum())
+    if categorical_target and kind in ("number", "bool"):
+        keyed = s[~null].reset_index(drop=True)
+        st.all_counts.update(keyed.value_counts().to_dict())
+        st.counts.update(keyed[is_train[~null]].value_counts().to_dict())
+    return st
+
+
+def block_stats(df: pd.DataFrame, target: str, categorical_target: bool) -> dict:
+    """Statistics of one block that already carries the split column."""
+    split = df[SPLIT_COL].to_numpy()
+    is_train = split == 0
+    out = {"rows": np.bincount(split.astype(np.int64), minlength=3).tolist(), "columns": {},
+           "order": [c for c in df.columns if c != SPLIT_COL]}
+    for c in out["order"]:
+        out["columns"][c] = _column_stats(df[c], is_train, categorical_target and c == target)
+    if target in df.columns and categorical_target:
+        t = df[target]
+        keyed = t.astype(str) if _dtype_kind(t) == "string" else t
+        out["target_by_split"] = [keyed[split == i].value_counts().to_dict() for i in range(3)]
+    return out
+
+
+@dataclass
+class DataProfile:
+    """What the stats pass learned: row counts per split and per-column statistics."""
+
+    rows: list[int]
+    order: list[str]
+    columns: dict[str, ColumnStats]
+    target_by_split: list[Counter]
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.rows))
+
+    def summary(self, target: str) -> dict[str, Any]:
+        """A JSON-able profile for the report: rows, columns, types, missing, class balance."""
+        cols = []
+        for c in self.order:
+            st = self.columns[c]
+            kind = "numeric" if ("number" in st.dtypes or "bool" in st.dtypes) and st.non_numeric == 0 else \
+                ("categorical" if "string" in st.dtypes else "/".join(sorted(st.dtypes)))
+            cols.append({"column": c, "type": kind, "missing": st.nulls,
+                         "min": None if not math.isfinite(st.vmin) else st.vmin,
+                         "max": None if not math.isfinite(st.vmax) else st.vmax,
+                         "distinct": len(st.all_counts) or len(st.counts) or None})
+        balance = None
+        if self.target_by_split:
+            total = Counter()
+            for c in self.target_by_split:
+                total.update(c)
+            balance = {str(k): int(v) for k, v in sorted(total.items(), key=lambda kv: str(kv[0]))}
+        return {"rows": self.n_rows, "rows_train": self.rows[0], "rows_valid": self.rows[1],
+                "rows_test": self.rows[2], "n_columns": len(self.order), "columns": cols,
+                "target": target, "class_balance": balance}
+
+
+def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str]], valid: float, test: float, seed: int):
+    def fn(df: pd.DataFrame) -> pd.DataFrame:
+        keys = key_cols or list(df.columns)
+        df = df.copy()
+        df[SPLIT_COL] = assign_split(df, keys, valid, test, seed) if len(df) else np.zeros(0, np.int8)
+        return pd.DataFrame({"stats": [pickle.dumps(block_stats(df, target, categorical_target))]})
+    return fn
+
+
+def profile_dataset(ds, target: str, categorical_target: bool, id_col: Optional[str],
+                    valid: float, test: float, seed: int) -> DataProfile:
+    """Run the stats pass over a Ray Dataset and merge the per-block results on the driver."""
+    from dlmine_ray.data.read import first_line
+
+    fn = _stats_fn(target, categorical_target, [id_col] if id_col else None, valid, test, seed)
+    try:
+        parts = ds.map_batches(fn, batch_format="pandas", batch_size=None).take_all()
+    except DlmineError:
+        raise
+    except Exception as err:
+        raise DlmineError(f"cannot read data: {first_line(err)}") from None
+    rows = [0, 0, 0]
+    order: list[str] = []
+    columns: dict[str, ColumnStats] = {}
+    by_split = [Counter(), Counter(), Counter()]
+    for part in parts:
+        b = pickle.loads(part["stats"])
+        rows = [a + c for a, c in zip(rows, b["rows"])]
+        for c in b["order"]:
+            if c not in columns:
+                order.append(c)
+                columns[c] = ColumnStats()
+            columns[c].merge(b["columns"][c])
+        for i, cnt in enumerate(b.get("target_by_split", [])):
+            by_split[i].update(cnt)
+    return DataProfile(rows, order, columns, by_split if categorical_target else [])
+
+
+def check_profile(profile: DataProfile, spec, features: list[str]) -> None:
+    """Raise DlmineError for data that cannot train: empty, too few rows, bad target or features."""
+    target = spec.data.target
+    if profile.n_rows == 0:
+        raise DlmineError("the dataset is empty: no rows were read")
+    if target not in profile.columns:
+        raise DlmineError(f"target column '{target}' not found; columns are: {', '.join(profile.order[:20])}")
+    for col in ([spec.data.id] if spec.data.id else []) + list(spec.data.ignore):
+        if col not in profile.columns:
+            raise DlmineError(f"column '{col}' (named in data.id/data.ignore) not found in the data")
+    if not features:
+        raise DlmineError("no feature columns left after removing the target, id and ignored columns")
+    need = {"train": 2, "valid": 1 if spec.data.split.valid > 0 else 0, "test": 1}
+    for i, name in enumerate(SPLITS):
+        if profile.rows[i] < need[name]:
+            raise DlmineError(
+                f"too few rows ({profile.n_rows}) for the split: the {name} split got {profile.rows[i]} rows; "
+                "add data or change data.split")
+    st = profile.columns[target]
+    if st.nulls:
+        raise DlmineError(f"target column '{target}' has {st.nulls} missing (null/NaN) values")
+    if spec.task == "regress":
+        if "nested" in st.dtypes or st.non_numeric:
+            raise DlmineError(f"target column '{target}' must be numeric for task regress "
+                              f"(found value '{st.example_bad}')")
+        if st.nonfinite:
+            raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
+        if st.t_count and (st.t_sumsq / st.t_count - (st.t_sum / st.t_count) ** 2) <= 1e-24:
+            raise DlmineError(f"target column '{target}' is constant in the training split")
+    else:
+        if st.nonfinite:
+            raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
+        if len(st.all_counts) < 2:
+            only = next(iter(st.all_counts), None)
+            raise DlmineError(f"target column '{target}' has only one class ({only!r}); classification needs two or more")
+        if len(profile.target_by_split[0]) < 2:
+            raise DlmineError(f"target column '{target}' has only one class in the training split")
+    for c in features:
+        fs = profile.columns[c]
+        if "nested" in fs.dtypes:
+            raise DlmineError(f"column '{c}' holds lists or nested values; list it in data.ignore")
+        if fs.dtypes - {"number", "bool", "string"}:
+            raise DlmineError(f"column '{c}' has unsupported type {'/'.join(sorted(fs.dtypes))}; "
+                              "convert it to a number or list it in data.ignore")
+        non_null = fs.n - fs.nulls
+        if fs.non_numeric and non_null and fs.numeric / non_null >= 0.9:
+            raise DlmineError(f"column '{c}' is numeric but holds non-numeric value '{fs.example_bad}' "
+                              f"({fs.non_numeric} such value(s))")
+        if fs.nonfinite:
+            raise DlmineError(f"column '{c}' has {fs.nonfinite} infinite values")
+        if fs.nulls == fs.n:
+            raise DlmineError(f"column '{c}' is entirely missing; list it in data.ignore")

@@ -1,0 +1,124 @@
+"""Reading datasets with Ray Data: a folder, a glob, one file or a list; Parquet, CSV or JSON;
+local paths or pyarrow filesystem URIs (s3://, gs://, ...). ``builtin:NAME`` names a small
+dataset that scikit-learn ships (offline)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Union
+
+import pandas as pd
+
+from dlmine_ray.errors import DlmineError
+
+_EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
+        ".ndjson": "json", ".csv.gz": "csv", ".json.gz": "json", ".jsonl.gz": "json"}
+
+BUILTINS = ("digits", "diabetes", "breast_cancer", "wine", "iris")
+
+
+def builtin_frame(name: str) -> pd.DataFrame:
+    """Return a scikit-learn bundled dataset as a DataFrame with ``row_id``, the features and
+    ``label`` (classification sets) or ``target`` (diabetes)."""
+    from sklearn import datasets
+
+    loaders = {"digits": datasets.load_digits, "diabetes": datasets.load_diabetes,
+               "breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
+               "iris": datasets.load_iris}
+    if name not in loaders:
+        raise DlmineError(f"unknown builtin dataset '{name}'; choose one of {', '.join(BUILTINS)}")
+    bunch = loaders[name]()
+    cols = [str(c).replace(" ", "_") for c in getattr(bunch, "feature_names", [])] or \
+        [f"f{i}" for i in range(bunch.data.shape[1])]
+    df = pd.DataFrame(bunch.data, columns=cols)
+    df.insert(0, "row_id", range(len(df)))
+    df["target" if name == "diabetes" else "label"] = bunch.target
+    return df
+
+
+def _is_uri(p: str) -> bool:
+    return "://" in p and not p.startswith("file://")
+
+
+def _format_of(path: str) -> str | None:
+    low = path.lower()
+    for ext in sorted(_EXT, key=len, reverse=True):
+        if low.endswith(ext):
+            return _EXT[ext]
+    return None
+
+
+def resolve_paths(path: Union[str, list[str]], fmt: str = "auto") -> tuple[list[str], str]:
+    """Expand folders and globs of local paths into files; return (paths, format).
+
+    Raises DlmineError when nothing matches or the format cannot be told."""
+    items = [path] if isinstance(path, str) else list(path)
+    files: list[str] = []
+    for item in items:
+        if _is_uri(item):
+            files.append(item)
+            continue
+        item = item[len("file://"):] if item.startswith("file://") else item
+        item = os.path.expanduser(item)
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(root, f)
+                for root, _, names in os.walk(item)
+                for f in names
+                if not f.startswith((".", "_")) and (fmt != "auto" or _format_of(f))
+            )
+            if not found:
+                raise DlmineError(f"data path {item} is a folder with no Parquet, CSV or JSON files")
+            files.extend(found)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+            if not found:
+                raise DlmineError(f"data path {item} matches no files")
+            files.extend(found)
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise DlmineError(f"data path {item} does not exist")
+    if fmt == "auto":
+        kinds = {_format_of(f) for f in files}
+        kinds.discard(None)
+        if len(kinds) != 1:
+            what = "several formats" if len(kinds) > 1 else "no known extension"
+            raise DlmineError(f"cannot tell the data format ({what}); set data.format to parquet, csv or json")
+        fmt = kinds.pop()
+    return [os.path.abspath(f) if not _is_uri(f) else f for f in files], fmt
+
+
+def read_dataset(path: Union[str, list[str]], fmt: str = "auto"):
+    """Return a lazy Ray Dataset over the rows at ``path``."""
+    import ray.data
+
+    if isinstance(path, str) and path.startswith("builtin:"):
+        return ray.data.from_pandas(builtin_frame(path.split(":", 1)[1]))
+    files, fmt = resolve_paths(path, fmt)
+    try:
+        if fmt == "parquet":
+            return ray.data.read_parquet(files)
+        if fmt == "csv":
+            return ray.data.read_csv(files)
+        return ray.data.read_json(files)
+    except DlmineError:
+        raise
+    except Exception as err:  # pyarrow/Ray raise many types for unreadable input
+        raise DlmineError(f"cannot read data at {path}: {first_line(err)}") from None
+
+
+def first_line(err: BaseException) -> str:
+    """The most specific one-line message inside a (possibly Ray-wrapped) exception."""
+    cause = err
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        cause = cause.cause
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    # Ray's task errors carry the traceback; the last line holds the message.
+    for ln in reversed(lines):
+        if not ln.startswith(("File ", "Traceback", "^", "~")):
+            return ln[:300]
+    return type(cause).__name__

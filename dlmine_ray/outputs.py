@@ -1,0 +1,106 @@
+"""Run folders whose files appear complete or not at all.
+
+A run writes into a hidden staging folder beside DIR and renames it to DIR at the end, so a
+failed run leaves nothing behind and a reader never sees a half-written file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dlmine_ray.errors import DlmineError
+
+RUN_MARKERS = ("metrics.json", "model", "report.html", "predictions.parquet")
+
+
+class RunFolder:
+    """Staging area for one run's outputs; ``commit()`` moves it to its final place."""
+
+    def __init__(self, final: str, overwrite: bool = False):
+        self.final = Path(final).expanduser().absolute()
+        self.overwrite = overwrite
+        self.check()
+        self.stage = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+    def check(self) -> None:
+        """Refuse an output folder that holds another run (unless overwrite) or other files."""
+        f = self.final
+        if f.exists() and not f.is_dir():
+            raise DlmineError(f"output path {f} exists and is not a folder")
+        if f.is_dir() and any(f.iterdir()):
+            is_run = any((f / m).exists() for m in RUN_MARKERS)
+            if not is_run:
+                raise DlmineError(f"output folder {f} is not empty and holds no dlmine run; choose another folder")
+            if not self.overwrite:
+                raise DlmineError(f"output folder {f} already holds a run; pass --overwrite to replace it")
+
+    def open(self) -> Path:
+        self.stage.mkdir(parents=True)
+        return self.stage
+
+    def path(self, name: str) -> Path:
+        return self.stage / name
+
+    def commit(self) -> Path:
+        """Atomically put the staged run at its final path; return that path."""
+        self.check()
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.final, old)
+        os.rename(self.stage, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp name, then rename); NaN becomes null."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_parquet_batches(path: Path, batches: Iterable[pa.Table]) -> int:
+    """Stream Arrow tables into one Parquet file (temp name, then rename); return rows written."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    writer = None
+    rows = 0
+    try:
+        for t in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, t.schema)
+            elif t.schema != writer.schema:
+                t = t.cast(writer.schema)
+            writer.write_table(t)
+            rows += t.num_rows
+        if writer is None:
+            raise DlmineError("no rows to write")
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows

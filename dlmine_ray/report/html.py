@@ -1,0 +1,204 @@
+"""report.html: one self-contained page per run, pictures embedded as PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import yaml
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem} td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+th{background:#f5f5f5} td.l,th.l{text-align:left} .muted{color:#777} pre{background:#f7f7f7;padding:.8rem;overflow:auto}
+.better{color:#0a7d28;font-weight:600} .worse{color:#b3261e} img{max-width:100%}
+.grid{display:flex;flex-wrap:wrap;gap:1rem}
+"""
+
+_HIGHER_BETTER = {"accuracy", "f1_macro", "roc_auc", "r2"}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, left: tuple = ()) -> str:
+    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>' for c, v in zip(df.columns, row)) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _learning_curves(history: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = pd.DataFrame(history)
+    extra = [c for c in h.columns if c.startswith("val_") and c != "val_loss"]
+    fig, axes = plt.subplots(1, 1 + bool(extra), figsize=(10 if extra else 5.5, 3.4))
+    axes = np.atleast_1d(axes)
+    axes[0].plot(h["epoch"], h["train_loss"], label="train loss")
+    if "val_loss" in h:
+        axes[0].plot(h["epoch"], h["val_loss"], label="validation loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].legend()
+    axes[0].set_title("loss")
+    if extra:
+        for c in extra:
+            axes[1].plot(h["epoch"], h[c], label=c)
+        axes[1].set_xlabel("epoch")
+        axes[1].legend()
+        axes[1].set_title("validation metric")
+    return _png(fig)
+
+
+def _confusion(pred: pd.DataFrame, target: str, classes: list) -> str:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    labels = [str(c) for c in classes]
+    cm = confusion_matrix(pred[target].astype(str), pred["prediction"].astype(str), labels=labels)
+    size = min(9.0, 2.5 + 0.45 * len(labels))
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 8 else 0)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 20:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title("confusion matrix (test split)")
+    return _png(fig)
+
+
+def _residuals(pred: pd.DataFrame, target: str) -> str:
+    import matplotlib.pyplot as plt
+
+    y = pred[target].to_numpy(float)
+    p = pred["prediction"].to_numpy(float)
+    if len(y) > 20000:
+        idx = np.random.default_rng(0).choice(len(y), 20000, replace=False)
+        y, p = y[idx], p[idx]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].scatter(y, p, s=6, alpha=0.5)
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    axes[0].plot([lo, hi], [lo, hi], color="grey", lw=1)
+    axes[0].set_xlabel("true")
+    axes[0].set_ylabel("predicted")
+    axes[0].set_title("predicted vs true (test split)")
+    axes[1].scatter(p, y - p, s=6, alpha=0.5)
+    axes[1].axhline(0, color="grey", lw=1)
+    axes[1].set_xlabel("predicted")
+    axes[1].set_ylabel("residual")
+    axes[1].set_title("residuals")
+    return _png(fig)
+
+
+def _class_balance(balance: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    keys = list(balance)[:50]
+    fig, ax = plt.subplots(figsize=(min(10, 2 + 0.35 * len(keys)), 2.8))
+    ax.bar(range(len(keys)), [balance[k] for k in keys])
+    ax.set_xticks(range(len(keys)), keys, rotation=90 if len(keys) > 12 else 0)
+    ax.set_title("class balance (all rows)")
+    return _png(fig)
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """Rows of (metric, deep model, baseline) for the metrics that have a baseline."""
+    rows = []
+    for k, v in metrics.items():
+        if k.startswith("baseline_") or not isinstance(v, (int, float)) or k.endswith(("seconds", "epoch")) \
+                or k.startswith("rows_") or k == "epochs_run":
+            continue
+        rows.append({"metric": k, "deep model": v, "baseline (HistGradientBoosting)": metrics.get(f"baseline_{k}")})
+    return pd.DataFrame(rows)
+
+
+def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: dict, predictions: pd.DataFrame,
+                 info: dict, leaderboard: Optional[pd.DataFrame] = None, feature_names: Optional[list] = None) -> None:
+    """Write the run's report page (atomically) to ``path``."""
+    target = spec.data.target
+    parts = [f"<h1>{html.escape(spec.name)}</h1>",
+             f'<p class="muted">task <b>{spec.task}</b> · target <b>{html.escape(target)}</b> · '
+             f'{profile["rows"]:,} rows · model {spec.model.kind} {spec.model.hidden}</p>']
+
+    parts.append("<h2>Metrics on the test split</h2>")
+    mt = metrics_table(metrics)
+    rows_html = []
+    for r in mt.itertuples(index=False):
+        deep, base = r[1], r[2]
+        cls = ""
+        if base is not None and not (isinstance(base, float) and math.isnan(base)):
+            higher = r[0] in _HIGHER_BETTER
+            cls = "better" if (deep >= base if higher else deep <= base) else "worse"
+        rows_html.append(f'<tr><td class="l">{r[0]}</td><td class="{cls}">{_fmt(deep)}</td><td>{_fmt(base)}</td></tr>')
+    parts.append('<table><tr><th class="l">metric</th><th>deep model</th><th>baseline (HistGradientBoosting)</th></tr>'
+                 + "".join(rows_html) + "</table>")
+    parts.append(f'<p class="muted">train {metrics.get("rows_train", 0):,} rows · test {metrics.get("rows_test", 0):,} rows'
+                 f' · training {metrics.get("train_seconds", 0):.1f}s · {metrics.get("epochs_run", "?")} epochs, '
+                 f'best at epoch {metrics.get("best_epoch", "?")}</p>')
+
+    parts.append("<h2>Learning curves</h2>")
+    if history:
+        parts.append(_learning_curves(history))
+    parts.append("<h2>Test predictions</h2>")
+    if spec.task == "classify":
+        parts.append(_confusion(predictions, target, info["classes"]))
+    else:
+        parts.append(_residuals(predictions, target))
+
+    if leaderboard is not None:
+        parts.append("<h2>Tuning leaderboard</h2>")
+        parts.append(_table(leaderboard, left=("trial", "status")))
+
+    parts.append("<h2>Data profile</h2>")
+    parts.append(f'<p>{profile["rows"]:,} rows × {profile["n_columns"]} columns; split train/valid/test = '
+                 f'{profile["rows_train"]:,} / {profile["rows_valid"]:,} / {profile["rows_test"]:,}</p>')
+    if profile.get("class_balance"):
+        parts.append(_class_balance(profile["class_balance"]))
+    cols = pd.DataFrame(profile["columns"])
+    parts.append(_table(cols, left=("column", "type")))
+    if feature_names:
+        parts.append(f'<p class="muted">{len(feature_names)} encoded model inputs.</p>')
+
+    parts.append("<h2>Job</h2>")
+    parts.append(f"<pre>{html.escape(yaml.safe_dump(spec.model_dump(), sort_keys=False))}</pre>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)} · dlmine_ray</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:6]}"
+    tmp.write_text(page)
+    os.replace(tmp, path)

@@ -1,0 +1,217 @@
+"""One function, JobSpec -> RunResult: data -> train or tune -> score -> outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from dlmine_ray.cluster import ray_session
+from dlmine_ray.data.preprocess import TabularPreprocessor
+from dlmine_ray.data.profile import SPLIT_COL, assign_split, check_profile, profile_dataset
+from dlmine_ray.data.read import first_line, read_dataset
+from dlmine_ray.errors import DlmineError
+from dlmine_ray.infer import score_dataset
+from dlmine_ray.outputs import RunFolder, write_json, write_parquet_batches
+from dlmine_ray.progress import BoardWatcher, Reporter, make_board
+from dlmine_ray.spec import JobSpec, coerce_spec
+from dlmine_ray.tasks import get_task
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its folder, flat metrics, and (for tuned runs) the leaderboard."""
+
+    output: Path
+    metrics: dict[str, Any]
+    spec: JobSpec
+    leaderboard: Optional[pd.DataFrame] = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _with_split(ds, spec: JobSpec):
+    s = spec.data.split
+    keys = [spec.data.id] if spec.data.id else None
+
+    def add(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df[SPLIT_COL] = assign_split(df, keys or list(df.columns), s.valid, s.test, s.seed) if len(df) else \
+            np.zeros(0, np.int8)
+        return df
+    return ds.map_batches(add, batch_format="pandas")
+
+
+def _encoded_split(ds_split, prep: TabularPreprocessor, code: int):
+    def enc(df: pd.DataFrame) -> dict:
+        return prep.transform_batch(df[df[SPLIT_COL] == code])
+    return ds_split.map_batches(enc, batch_format="pandas").materialize()
+
+
+def _stack(ds, limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys, n = [], [], 0
+    for b in ds.iter_batches(batch_format="numpy", batch_size=65536):
+        xs.append(b["features"])
+        ys.append(b["target"])
+        n += len(b["target"])
+        if limit and n >= limit:
+            break
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def _decode_target(y: np.ndarray, info: dict, task_kind: str):
+    if task_kind == "categorical":
+        return np.asarray(info["classes"], dtype=object)[y]
+    return y.astype(np.float64) * info["target_std"] + info["target_mean"]
+
+
+def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.PathLike] = "runs/latest",
+            address: Optional[str] = None, overwrite: bool = False, verbose: bool = False,
+            quiet: bool = False, overrides: Optional[list] = None, num_cpus: Optional[int] = None) -> RunResult:
+    """Run a job (a JobSpec, a dict, or a YAML path) and write its outputs into ``output``.
+
+    Returns the RunResult; raises DlmineError for bad input, leaving no output behind."""
+    spec = coerce_spec(job, overrides)
+    rep = Reporter(quiet=quiet)
+    folder = RunFolder(str(output), overwrite)
+    stage = folder.open()
+    storage = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
+    try:
+        with ray_session(address, verbose, num_cpus) as cluster_cpus:
+            result = _run(spec, folder, storage, rep, cluster_cpus)
+        rep.stage("publishing", str(folder.final))
+        result.output = folder.commit()
+        rep.done()
+        return result
+    except BaseException:
+        folder.discard()
+        raise
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+        del stage
+
+
+def _run(spec: JobSpec, folder: RunFolder, storage: str, rep: Reporter, cluster_cpus: float) -> RunResult:
+    task = get_task(spec.task)
+    d = spec.data
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    rep.stage("reading", str(d.path))
+    ds = read_dataset(d.path, d.format)
+
+    rep.stage("profiling and splitting", f"valid={d.split.valid} test={d.split.test} seed={d.split.seed}")
+    categorical = task.target_kind == "categorical"
+    profile = profile_dataset(ds, d.target, categorical, d.id, d.split.valid, d.split.test, d.split.seed)
+    drop = {d.target, *(d.ignore), *([d.id] if d.id else [])}
+    features = [c for c in profile.order if c not in drop]
+    check_profile(profile, spec, features)
+    rep.info(f"{profile.n_rows:,} rows, {len(profile.order)} columns; "
+             f"train/valid/test = {profile.rows[0]:,}/{profile.rows[1]:,}/{profile.rows[2]:,}")
+
+    rep.stage("preprocessing", "imputation, scaling, one-hot; fitted on the training split")
+    prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)
+    ds_split = _with_split(ds, spec)
+    try:
+        splits = {"train": _encoded_split(ds_split, prep, 0), "test": _encoded_split(ds_split, prep, 2)}
+        if d.split.valid > 0:
+            splits["valid"] = _encoded_split(ds_split, prep, 1)
+    except Exception as err:
+        raise DlmineError(f"cannot preprocess data: {first_line(err)}") from None
+    layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": "valid" in splits}
+    rep.info(f"{prep.n_features} encoded features from {len(features)} columns")
+    timings["data_seconds"] = time.perf_counter() - t_start
+
+    board = make_board()
+    train_sets = {k: v for k, v in splits.items() if k in ("train", "valid")}
+    keep_in = os.path.join(storage, "best")
+    leaderboard = None
+    t0 = time.perf_counter()
+    with BoardWatcher(board, rep):
+        if spec.tune is None:
+            rep.stage("training", f"{spec.scaling.num_workers} Ray Train worker(s), up to {spec.train.epochs} epochs")
+            outcome = _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in)
+        else:
+            from dlmine_ray.tune.search import run_tune
+
+            rep.stage("tuning", f"{spec.tune.num_samples} trials, {spec.tune.scheduler} scheduler, "
+                                f"{spec.tune.search} search")
+            tuned = run_tune(spec, train_sets, layout, storage, board, cluster_cpus, keep_in, rep)
+            outcome, leaderboard = tuned.best, tuned.leaderboard
+            from dlmine_ray.tune.search import trial_spec
+
+            best_spec = trial_spec({**spec.model_dump(), "tune": None}, tuned.best_params)
+            rep.info(f"best trial: {tuned.metric}={leaderboard.iloc[0][tuned.metric]:.4g} with {tuned.best_params}")
+    train_seconds = time.perf_counter() - t0
+    model_spec = (best_spec if spec.tune is not None else spec).model.model_dump()
+
+    rep.stage("scoring", "test split, batch inference on Ray Data")
+    model_dir = folder.path("model")
+    from dlmine_ray.infer import save_model_dir
+
+    save_model_dir(str(model_dir), outcome.state_path, prep, spec.task, model_spec,
+                   {"job": spec.name, "best_epoch": outcome.best.get("epoch")})
+    keep = tuple(c for c in (d.id, d.target) if c)
+    test_raw = ds_split.map_batches(lambda df: df[df[SPLIT_COL] == 2].drop(columns=[SPLIT_COL]), batch_format="pandas")
+    scored = score_dataset(test_raw, str(model_dir), keep=keep)
+    pred = scored.to_pandas()
+    metrics: dict[str, Any] = {"task": spec.task}
+    metrics.update(task.test_metrics(pred[d.target], pred, prep.target_info_))
+    metrics.update({"rows_train": profile.rows[0], "rows_valid": profile.rows[1], "rows_test": profile.rows[2],
+                    "train_seconds": round(train_seconds, 3), "epochs_run": len(outcome.history),
+                    "best_epoch": outcome.best.get("epoch")})
+
+    if spec.compare_baselines:
+        rep.stage("baseline", "scikit-learn HistGradientBoosting on the same split")
+        tb = time.perf_counter()
+        x_tr, y_tr = _stack(splits["train"], spec.baseline_max_rows)
+        x_te, y_te = _stack(splits["test"])
+        base = task.baseline_metrics(x_tr, y_tr, x_te, _decode_target(y_te, prep.target_info_, task.target_kind),
+                                     prep.target_info_, spec.train.seed)
+        metrics.update({f"baseline_{k}": v for k, v in base.items()})
+        metrics["baseline_seconds"] = round(time.perf_counter() - tb, 3)
+        metrics["baseline_rows_train"] = int(len(y_tr))
+
+    rep.stage("writing", "metrics, predictions, model, report")
+    metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
+    write_parquet_batches(folder.path("predictions.parquet"), [_arrow(pred)])
+    write_json(folder.path("metrics.json"), metrics)
+    (folder.path("job.yaml")).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    write_json(folder.path("history.json"), outcome.history)
+    if leaderboard is not None:
+        write_parquet_batches(folder.path("leaderboard.parquet"), [_arrow(leaderboard)])
+    from dlmine_ray.report.html import write_report
+
+    write_report(folder.path("report.html"), spec=spec, profile=profile.summary(d.target), history=outcome.history,
+                 metrics=metrics, predictions=pred, info=prep.target_info_, leaderboard=leaderboard,
+                 feature_names=prep.feature_names)
+    return RunResult(folder.final, metrics, spec, leaderboard, timings)
+
+
+def _arrow(df: pd.DataFrame):
+    import pyarrow as pa
+
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].astype(str)
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in):
+    from dlmine_ray.train.trainer import fit_with_ray_train
+
+    try:
+        return fit_with_ray_train(spec, train_sets, layout, storage, board, cluster_cpus, keep_in)
+    except DlmineError:
+        raise
+    except Exception as err:
+        raise RuntimeError(f"training failed: {first_line(err)}") from err

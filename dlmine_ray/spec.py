@@ -1,0 +1,263 @@
+"""The job spec: one validated object, made from YAML, with a working default for every field.
+
+Bad input is rejected here, at the boundary, with the offending field named; nothing past this
+module re-checks the shape of a job.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlmine_ray.errors import DlmineError
+
+TASKS = ("classify", "regress")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitSpec(_Strict):
+    """Fractions of rows held out for validation and test; the rest trains."""
+
+    valid: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, gt=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _room_for_training(self):
+        if self.valid + self.test >= 0.9:
+            raise ValueError("split.valid + split.test must leave at least 10% of rows for training")
+        return self
+
+
+class DataSpec(_Strict):
+    """Where the rows are and which columns mean what."""
+
+    path: Union[str, list[str]] = "builtin:digits"
+    format: Literal["auto", "parquet", "csv", "json"] = "auto"
+    target: str = "label"
+    id: Optional[str] = None
+    ignore: list[str] = Field(default_factory=list)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    max_categories: int = Field(50, ge=1, description="one-hot width cap per categorical column")
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("data.path list is empty")
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("data.path is empty")
+        return v
+
+
+class ModelSpec(_Strict):
+    """The deep model: an MLP, or a residual MLP for deeper nets."""
+
+    kind: Literal["mlp", "resmlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v):
+        if not v or any(h <= 0 for h in v):
+            raise ValueError("model.hidden must be a non-empty list of positive layer widths")
+        return v
+
+
+class TrainSpec(_Strict):
+    """How to train: epochs, batches, optimiser, early stopping."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    early_stopping: int = Field(5, ge=0, description="epochs without improvement before stopping; 0 = off")
+    seed: int = 0
+    cache_mb: int = Field(1024, ge=0, description="per-worker memory for caching the shard after epoch 1")
+
+
+class ScalingSpec(_Strict):
+    """How many Ray Train workers, and on what."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: Optional[float] = Field(None, gt=0.0, description="default: the cluster's CPUs / workers")
+
+
+class TuneSpec(_Strict):
+    """Model selection with Ray Tune; keys of `space` are dotted job fields."""
+
+    num_samples: int = Field(8, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    search: Literal["random", "optuna"] = "random"
+    metric: Optional[str] = None
+    mode: Optional[Literal["min", "max"]] = None
+    max_concurrent: Optional[int] = Field(None, ge=1)
+    grace_period: int = Field(2, ge=1)
+    space: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("space")
+    @classmethod
+    def _space_shape(cls, space):
+        if not space:
+            raise ValueError("tune.space is empty: name at least one job field to search over")
+        for key, dom in space.items():
+            if isinstance(dom, list):
+                if not dom:
+                    raise ValueError(f"tune.space.{key}: empty list of choices")
+                continue
+            if isinstance(dom, dict) and len(dom) == 1:
+                kind, args = next(iter(dom.items()))
+                if kind in ("loguniform", "uniform", "randint", "quniform") and isinstance(args, list) and len(args) >= 2:
+                    continue
+                if kind == "choice" and isinstance(args, list) and args:
+                    continue
+            raise ValueError(
+                f"tune.space.{key}: expected a list of choices or one of "
+                "{loguniform|uniform|randint: [low, high]}, {choice: [...]}"
+            )
+        return space
+
+
+class JobSpec(_Strict):
+    """A whole job: data, model, training, scaling and optional tuning."""
+
+    name: str = "job"
+    task: Literal["classify", "regress"] = "classify"
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    tune: Optional[TuneSpec] = None
+    compare_baselines: bool = True
+    baseline_max_rows: int = Field(200_000, ge=100)
+
+    @model_validator(mode="after")
+    def _columns_distinct(self):
+        d = self.data
+        if d.target in d.ignore:
+            raise ValueError(f"data.target '{d.target}' is also listed in data.ignore")
+        if d.id is not None and d.id == d.target:
+            raise ValueError(f"data.id and data.target are the same column '{d.target}'")
+        if self.tune is not None:
+            for key in self.tune.space:
+                _check_dotted_field(self, key)
+        return self
+
+
+def _check_dotted_field(spec: BaseModel, dotted: str) -> None:
+    obj: Any = spec
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = type(obj).model_fields if isinstance(obj, BaseModel) else {}
+        if part not in fields:
+            raise ValueError(f"tune.space key '{dotted}' is not a job field")
+        obj = getattr(obj, part)
+        if i < len(parts) - 1 and not isinstance(obj, BaseModel):
+            raise ValueError(f"tune.space key '{dotted}' is not a job field")
+    if parts[0] in ("tune", "data", "scaling", "task", "name"):
+        raise ValueError(f"tune.space key '{dotted}': only model.*, train.* and similar fields can be tuned")
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "job"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"invalid job field '{loc}': {msg}{more}"
+
+
+def set_dotted(doc: dict, dotted: str, value: Any) -> None:
+    """Set ``doc[a][b][c] = value`` for ``dotted == 'a.b.c'``, creating dicts on the way."""
+    parts = dotted.split(".")
+    cur = doc
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise DlmineError(f"cannot set '{dotted}': '{p}' is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """Turn ``["train.epochs=3", "model.hidden=[64]"]`` into (key, YAML-parsed value) pairs."""
+    out = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise DlmineError(f"--set expects key=value, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise DlmineError(f"--set expects key=value, got '{pair}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key, value))
+    return out
+
+
+def spec_from_dict(doc: dict, overrides: Optional[list[tuple[str, Any]]] = None) -> JobSpec:
+    """Validate a job given as a dict (plus dotted overrides); raise DlmineError naming the field."""
+    if not isinstance(doc, dict):
+        raise DlmineError("a job must be a YAML mapping of fields (name, task, data, ...)")
+    doc = copy.deepcopy(doc)
+    for key, value in overrides or []:
+        set_dotted(doc, key, value)
+    try:
+        return JobSpec.model_validate(doc)
+    except ValidationError as err:
+        raise DlmineError(_format_validation_error(err)) from None
+
+
+def load_job(path: Union[str, os.PathLike], overrides: Optional[list[tuple[str, Any]]] = None) -> JobSpec:
+    """Read and validate a YAML job file. Relative local data paths resolve against the current
+    directory, as they would for any command-line tool."""
+    p = Path(path)
+    if not p.is_file():
+        raise DlmineError(f"job file not found: {p}")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "parse error"
+        raise DlmineError(f"job file {p} is not valid YAML{where}: {problem}") from None
+    if doc is None:
+        doc = {}
+    return spec_from_dict(doc, overrides)
+
+
+def coerce_spec(job: Union[JobSpec, dict, str, os.PathLike], overrides=None) -> JobSpec:
+    """Accept a JobSpec, a dict or a YAML path; return a validated JobSpec."""
+    if isinstance(job, JobSpec):
+        if overrides:
+            return spec_from_dict(job.model_dump(), overrides)
+        return job
+    if isinstance(job, dict):
+        return spec_from_dict(job, overrides)
+    return load_job(job, overrides)
+
+
+def monitor_for(spec: JobSpec) -> tuple[str, str]:
+    """The validation metric (name, mode) that early stopping and Tune optimise."""
+    if spec.tune is not None and spec.tune.metric:
+        mode = spec.tune.mode or ("max" if any(k in spec.tune.metric for k in ("acc", "auc", "r2", "f1")) else "min")
+        return spec.tune.metric, mode
+    return "val_loss", "min"

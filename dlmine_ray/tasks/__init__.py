@@ -1,0 +1,15 @@
+"""The task registry: adding a mining task is adding a module and one entry here."""
+
+from dlmine_ray.tasks.base import Task
+from dlmine_ray.tasks.classify import ClassifyTask
+from dlmine_ray.tasks.regress import RegressTask
+
+TASKS: dict[str, Task] = {"classify": ClassifyTask(), "regress": RegressTask()}
+
+
+def get_task(name: str) -> Task:
+    """Return the task object registered under ``name``."""
+    return TASKS[name]
+
+
+__all__ = ["Task", "TASKS", "get_task"]

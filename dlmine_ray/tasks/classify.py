@@ -1,0 +1,96 @@
+"""Classification: a class and its probabilities per row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn import metrics as skm
+
+from dlmine_ray.tasks.base import Task
+
+
+def _proba_column(cls) -> str:
+    return f"proba_{cls}"
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    target_kind = "categorical"
+    val_metric = "val_accuracy"
+    val_mode = "max"
+
+    def target_torch_dtype(self):
+        return torch.int64
+
+    def output_dim(self, info):
+        return len(info["classes"])
+
+    def loss(self, outputs, target):
+        return F.cross_entropy(outputs, target)
+
+    def batch_sums(self, outputs, target):
+        loss = F.cross_entropy(outputs, target, reduction="sum").item()
+        correct = (outputs.argmax(dim=1) == target).sum().item()
+        return {"loss_sum": loss, "correct": float(correct), "n": float(target.shape[0])}
+
+    def epoch_metrics(self, sums, info):
+        n = max(sums["n"], 1.0)
+        return {"val_loss": sums["loss_sum"] / n, "val_accuracy": sums["correct"] / n}
+
+    def predict_columns(self, outputs, info):
+        classes = info["classes"]
+        z = outputs - outputs.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        cols = {"prediction": np.asarray(classes, dtype=object)[p.argmax(axis=1)]}
+        if all(isinstance(c, (int, np.integer)) for c in classes):
+            cols["prediction"] = cols["prediction"].astype(np.int64)
+        for j, c in enumerate(classes):
+            cols[_proba_column(c)] = p[:, j].astype(np.float32)
+        return cols
+
+    def test_metrics(self, y_true, pred, info):
+        classes = info["classes"]
+        proba = np.column_stack([pred[_proba_column(c)].to_numpy(dtype=np.float64) for c in classes])
+        return _classification_metrics(np.asarray(y_true), pred["prediction"].to_numpy(), proba, classes)
+
+    def baseline_metrics(self, x_train, y_train, x_test, y_test_raw, info, seed):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        model = HistGradientBoostingClassifier(random_state=seed)
+        model.fit(x_train, y_train)
+        proba_present = model.predict_proba(x_test)
+        classes = info["classes"]
+        proba = np.zeros((x_test.shape[0], len(classes)))
+        proba[:, model.classes_.astype(int)] = proba_present
+        label = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        return _classification_metrics(np.asarray(y_test_raw), label, proba, classes)
+
+
+def _classification_metrics(y_true, y_pred, proba, classes) -> dict[str, float]:
+    y_true = np.asarray(y_true, dtype=object)
+    y_pred = np.asarray(y_pred, dtype=object)
+    out = {
+        "accuracy": float(skm.accuracy_score(y_true.astype(str), y_pred.astype(str))),
+        "f1_macro": float(skm.f1_score(y_true.astype(str), y_pred.astype(str), average="macro")),
+    }
+    index = {str(c): i for i, c in enumerate(classes)}
+    y_idx = np.array([index[str(v)] for v in y_true])
+    proba = np.clip(proba, 1e-12, 1.0)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    out["log_loss"] = float(skm.log_loss(y_idx, proba, labels=list(range(len(classes)))))
+    present = np.unique(y_idx)
+    if len(present) < 2:
+        out["roc_auc"] = float("nan")
+    elif len(classes) == 2:
+        out["roc_auc"] = float(skm.roc_auc_score(y_idx, proba[:, 1]))
+    else:
+        # macro one-vs-rest over the classes present in the test split
+        p = proba[:, present]
+        p = p / p.sum(axis=1, keepdims=True)
+        remap = {c: i for i, c in enumerate(present)}
+        out["roc_auc"] = float(skm.roc_auc_score(np.array([remap[v] for v in y_idx]), p,
+                                                 multi_class="ovr", average="macro"))
+    return out

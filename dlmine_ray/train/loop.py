@@ -1,0 +1,267 @@
+"""The ONE training loop, generic over tasks.
+
+``run_loop`` trains any task's model: it streams batches from the worker's dataset shard,
+reports metrics every epoch, checkpoints on improvement, and stops early. Where it runs is
+abstracted by a small ``LoopEnv``: ``TrainEnv`` inside a Ray Train (TorchTrainer) worker, one or
+many, CPU or GPU; ``TuneEnv`` inside a single-worker Tune trial, where starting a TorchTrainer
+per trial would cost more than the trial itself (see ``tune/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from dlmine_ray.tasks import get_task
+
+MODEL_STATE = "model_state.pt"
+HISTORY = "history.json"
+
+
+class ShardBatches:
+    """Batches of (features, target) tensors from one dataset shard.
+
+    When the shard fits in ``cache_bytes`` it is streamed once into memory and every epoch then
+    draws shuffled batches from there (much cheaper per epoch than re-streaming); otherwise each
+    epoch streams the shard again through a local shuffle buffer."""
+
+    def __init__(self, shard, target_dtype: torch.dtype, batch_size: int, cache_bytes: int,
+                 seed: int, shuffle: bool):
+        self.shard = shard
+        self.target_dtype = target_dtype
+        self.batch_size = batch_size
+        self.cache_bytes = cache_bytes
+        self.seed = seed
+        self.shuffle = shuffle
+        self._cached: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._too_big = False
+
+    def _stream(self, shuffle_buffer: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for b in self.shard.iter_torch_batches(
+            batch_size=self.batch_size, dtypes={"features": torch.float32, "target": self.target_dtype},
+            device="cpu", local_shuffle_buffer_size=shuffle_buffer,
+        ):
+            yield b["features"], b["target"]
+
+    def _fill_cache(self) -> bool:
+        xs, ys, used = [], [], 0
+        for x, y in self._stream(None):
+            used += x.element_size() * x.nelement() + y.element_size() * y.nelement()
+            if used > self.cache_bytes:
+                self._too_big = True
+                return False
+            xs.append(x)
+            ys.append(y)
+        if xs:
+            self._cached = (torch.cat(xs), torch.cat(ys))
+        else:
+            self._cached = (torch.zeros((0, 0)), torch.zeros((0,), dtype=self.target_dtype))
+        return True
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of one epoch."""
+        if self._cached is None and not self._too_big and self.cache_bytes > 0:
+            self._fill_cache()
+        if self._cached is not None:
+            x, y = self._cached
+            n = y.shape[0]
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+                order = torch.randperm(n, generator=g)
+            else:
+                order = None
+            for i in range(0, n, self.batch_size):
+                if order is None:
+                    yield x[i:i + self.batch_size], y[i:i + self.batch_size]
+                else:
+                    idx = order[i:i + self.batch_size]
+                    yield x[idx], y[idx]
+            return
+        yield from self._stream(max(4 * self.batch_size, 4096) if self.shuffle else None)
+
+
+class LoopEnv:
+    """Where the loop runs: ranks, device, data shards, cross-worker sums, reporting."""
+
+    rank = 0
+    world_size = 1
+    device = torch.device("cpu")
+
+    def shard(self, name: str):
+        raise NotImplementedError
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def all_sum(self, values: dict[str, float]) -> dict[str, float]:
+        return values
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[str]) -> None:
+        raise NotImplementedError
+
+
+class TrainEnv(LoopEnv):
+    """Inside a Ray Train worker (TorchTrainer)."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def shard(self, name):
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
+    def wrap_model(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def all_sum(self, values):
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return dict(zip(keys, t.cpu().tolist()))
+
+    def report(self, metrics, checkpoint_dir):
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+class TuneEnv(LoopEnv):
+    """Inside a single-worker Tune trial: the datasets are passed in, reports go to Tune."""
+
+    def __init__(self, datasets: dict, use_gpu: bool):
+        self.datasets = datasets
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+    def shard(self, name):
+        return self.datasets.get(name)
+
+    def report(self, metrics, checkpoint_dir):
+        from ray import tune
+
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=ckpt)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _write_checkpoint(model, history, best: dict) -> str:
+    d = tempfile.mkdtemp(prefix="dlmine_ckpt_")
+    torch.save({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}, os.path.join(d, MODEL_STATE))
+    with open(os.path.join(d, HISTORY), "w") as f:
+        json.dump({"history": history, "best": best}, f)
+    return d
+
+
+def run_loop(config: dict, env: LoopEnv) -> None:
+    """Train ``config['task']``'s model on the env's "train" shard, validating on "valid".
+
+    ``config`` holds: task, model (spec dict), train (spec dict), n_features, info (target
+    layout), cpus (threads for torch), progress (optional actor handle), trial (label)."""
+    task = get_task(config["task"])
+    tr = config["train"]
+    threads = max(1, int(config.get("cpus") or 1))
+    torch.set_num_threads(threads)
+    torch.manual_seed(tr["seed"])
+    np.random.seed(tr["seed"])
+    info = config["info"]
+    model = env.wrap_model(task.build_model(config["n_features"], info, config["model"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+    tdtype = task.target_torch_dtype()
+    cache = int(tr.get("cache_mb", 1024)) * 2**20
+    train = ShardBatches(env.shard("train"), tdtype, tr["batch_size"], cache, tr["seed"] + env.rank, True)
+    vshard = env.shard("valid") if config.get("has_valid", True) else None
+    valid = ShardBatches(vshard, tdtype, max(tr["batch_size"], 1024), cache, 0, False) if vshard is not None else None
+    progress = config.get("progress")
+    history: list[dict] = []
+    best: dict[str, Any] = {}
+    best_loss = float("inf")
+    stale = 0
+    started = time.perf_counter()
+    for epoch in range(1, tr["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for x, y in train.epoch(epoch):
+            x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            loss = task.loss(model(x), y)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * y.shape[0]
+            seen += y.shape[0]
+        train_seconds = time.perf_counter() - t0
+        tot = env.all_sum({"loss_sum": loss_sum, "n": float(seen)})
+        metrics = {"epoch": epoch, "train_loss": tot["loss_sum"] / max(tot["n"], 1.0),
+                   "samples_per_s": tot["n"] / max(train_seconds, 1e-9)}
+        if valid is not None:
+            model.eval()
+            sums: dict[str, float] = {}
+            with torch.no_grad():
+                for x, y in valid.epoch(epoch):
+                    for k, v in task.batch_sums(model(x.to(env.device)), y.to(env.device)).items():
+                        sums[k] = sums.get(k, 0.0) + v
+            if not sums:
+                sums = {k: 0.0 for k in task.batch_sums(model(torch.zeros((1, config["n_features"]), device=env.device)),
+                                                        torch.zeros((1,), dtype=tdtype, device=env.device))}
+            metrics.update(task.epoch_metrics(env.all_sum(sums), info))
+        else:
+            metrics["val_loss"] = metrics["train_loss"]
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        metrics["elapsed_seconds"] = time.perf_counter() - started
+        history.append(metrics)
+        improved = metrics["val_loss"] < best_loss - 1e-12
+        if improved:
+            best_loss, best, stale = metrics["val_loss"], dict(metrics), 0
+        else:
+            stale += 1
+        patience = tr["early_stopping"]
+        stop = epoch == tr["epochs"] or (patience > 0 and stale >= patience)
+        if progress is not None and env.rank == 0:
+            progress.put.remote({"kind": "epoch", "trial": config.get("trial"), "epochs": tr["epochs"],
+                                 "stop": stop, **metrics})
+        ckpt_dir = None
+        if env.rank == 0 and (improved or stop):
+            if improved:
+                best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+                config["_best_state"] = best_state
+            snapshot = _unwrap(model)
+            if not improved:
+                snapshot = task.build_model(config["n_features"], info, config["model"])
+                snapshot.load_state_dict(config["_best_state"])
+            ckpt_dir = _write_checkpoint(snapshot, history, best)
+        report = dict(metrics)
+        report.update({f"best_{k}": v for k, v in best.items() if k.startswith("val_")})
+        report["done"] = stop
+        env.report(report, ckpt_dir)
+        if ckpt_dir:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if stop:
+            break
+
+
+def train_worker(config: dict) -> None:
+    """Entry point of a TorchTrainer worker."""
+    run_loop(config, TrainEnv())

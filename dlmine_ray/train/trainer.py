@@ -1,0 +1,84 @@
+"""Ray Train: run the generic loop on 1..N TorchTrainer workers and collect the best model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from dlmine_ray.train.loop import HISTORY, MODEL_STATE, train_worker
+
+
+@dataclass
+class TrainOutcome:
+    """The best model's weights file, the per-epoch history, the best epoch's metrics."""
+
+    state_path: str
+    history: list[dict]
+    best: dict[str, Any]
+    seconds: float
+
+
+def read_checkpoint(path: str, keep_in: str) -> TrainOutcome:
+    """Copy a checkpoint's weights into ``keep_in``; return them with the history."""
+    os.makedirs(keep_in, exist_ok=True)
+    dst = os.path.join(keep_in, MODEL_STATE)
+    shutil.copyfile(os.path.join(path, MODEL_STATE), dst)
+    with open(os.path.join(path, HISTORY)) as f:
+        h = json.load(f)
+    return TrainOutcome(dst, h["history"], h["best"], 0.0)
+
+
+def worker_cpus(spec, cluster_cpus: float) -> float:
+    """CPUs per Train worker: as asked, else an even share of the cluster (at least 1)."""
+    if spec.scaling.cpus_per_worker:
+        return spec.scaling.cpus_per_worker
+    return max(1.0, float(int(cluster_cpus // spec.scaling.num_workers)))
+
+
+def loop_config(spec, layout: dict, progress=None, trial: Optional[str] = None, cpus: float = 1.0) -> dict:
+    """The config dict the generic loop reads (plain data, so it travels to workers)."""
+    return {
+        "task": spec.task, "model": spec.model.model_dump(), "train": spec.train.model_dump(),
+        "n_features": layout["n_features"], "info": layout["info"], "progress": progress,
+        "trial": trial, "cpus": cpus, "has_valid": layout.get("has_valid", True),
+    }
+
+
+def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progress=None,
+                       cluster_cpus: float = 1.0, keep_in: str = "", callbacks=None) -> TrainOutcome:
+    """Train with a TorchTrainer; return the best checkpoint's weights and history."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    cpus = worker_cpus(spec, cluster_cpus)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config(spec, layout, progress, None, cpus),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec.scaling.num_workers, use_gpu=spec.scaling.use_gpu,
+            resources_per_worker={"CPU": cpus},
+        ),
+        datasets=datasets,
+        run_config=ray.train.RunConfig(
+            name=f"{spec.name}-{uuid.uuid4().hex[:8]}",  # unique: a reused name silently resumes
+            storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks or [],
+        ),
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        out = read_checkpoint(d, keep_in)
+    out.seconds = seconds
+    return out
