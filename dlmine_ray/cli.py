@@ -1,0 +1,158 @@
+"""The ``dlmine`` command: run, demo, submit, predict, make-data."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+from dlmine_ray.errors import DlmineError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlmine", description="Deep-learning data mining on Ray: "
+                                "Ray Data -> Ray Train -> Ray Tune -> metrics, model, predictions, report.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, address=True):
+        if address:
+            sp.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local Ray)")
+        sp.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress bars")
+
+    r = sub.add_parser("run", help="run a job file and write its results into a folder",
+                       description="Run JOB.yaml and write metrics.json, model/, predictions.parquet and "
+                                   "report.html into --output.")
+    r.add_argument("job", metavar="JOB.yaml")
+    r.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the run's results")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a job field, e.g. --set train.epochs=5 (repeatable)")
+    r.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
+    common(r)
+
+    d = sub.add_parser("demo", help="run the built-in jobs on scikit-learn's bundled data",
+                       description="Run the built-in demo jobs (classification, regression, tuning) and print "
+                                   "a summary table.")
+    d.add_argument("--output", "-o", default="runs/demo", metavar="DIR", help="parent folder (default runs/demo)")
+    d.add_argument("--quick", action="store_true", help="two epochs and two trials per job (a smoke test)")
+    common(d)
+
+    s = sub.add_parser("submit", help="submit a job to a Ray cluster through the Ray Jobs API",
+                       description="Submit JOB.yaml to a running Ray cluster; the dlmine_ray package travels "
+                                   "in the job's runtime environment.")
+    s.add_argument("job", metavar="JOB.yaml")
+    s.add_argument("--address", required=True, metavar="http://HOST:8265", help="the cluster's dashboard address")
+    s.add_argument("--output", "-o", metavar="DIR", help="results folder on the cluster "
+                   "(default /tmp/dlmine_runs/NAME-TIME)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 unless it succeeds")
+    s.add_argument("--verbose", action="store_true")
+
+    pr = sub.add_parser("predict", help="score new data with a saved model",
+                        description="Apply a run's model (same preprocessing) to new rows, with batch inference "
+                                    "on Ray Data; writes one Parquet file.")
+    pr.add_argument("--model", required=True, metavar="DIR/model", help="the model/ folder of a run")
+    pr.add_argument("--data", required=True, nargs="+", metavar="PATH", help="file(s), folder or glob")
+    pr.add_argument("--output", "-o", required=True, metavar="OUT.parquet")
+    pr.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "json"])
+    pr.add_argument("--overwrite", action="store_true")
+    common(pr)
+
+    m = sub.add_parser("make-data", help="write a synthetic sharded Parquet dataset",
+                       description="Write a synthetic dataset (features x0.., label or target, row_id) as "
+                                   "sharded Parquet, for scale tests and demos.")
+    m.add_argument("kind", choices=["classification", "regression"])
+    m.add_argument("--rows", type=int, default=100_000)
+    m.add_argument("--features", type=int, default=32)
+    m.add_argument("--shards", type=int, default=8)
+    m.add_argument("--classes", type=int, default=2)
+    m.add_argument("--categorical", type=int, default=0, help="number of string-valued columns to add")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--output", "-o", required=True, metavar="DIR")
+    m.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def _version() -> str:
+    from dlmine_ray import __version__
+
+    return f"dlmine_ray {__version__}"
+
+
+def _summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result.metrics
+    t = Table(title=f"{result.spec.name}: {m['task']} — test split ({m['rows_test']:,} rows)")
+    t.add_column("metric")
+    t.add_column("deep model", justify="right")
+    t.add_column("baseline (HGB)", justify="right")
+    from dlmine_ray.report.html import metrics_table
+
+    for row in metrics_table(m).itertuples(index=False):
+        base = row[2]
+        t.add_row(row[0], f"{row[1]:.4f}", "–" if base is None else f"{base:.4f}")
+    Console().print(t)
+    print(f"results: {result.output}")
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``dlmine`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    try:
+        if args.command == "run":
+            from dlmine_ray.runner import run_job
+            from dlmine_ray.spec import load_job, parse_overrides
+
+            spec = load_job(args.job, parse_overrides(args.overrides))
+            result = run_job(spec, args.output, address=args.address, overwrite=args.overwrite, verbose=verbose)
+            _summary(result)
+        elif args.command == "demo":
+            from dlmine_ray.demo import run_demo
+
+            run_demo(args.output, verbose=verbose, address=args.address, quick=args.quick)
+        elif args.command == "submit":
+            from dlmine_ray.spec import parse_overrides
+            from dlmine_ray.submit import submit
+
+            _, status = submit(args.job, args.address, args.output, parse_overrides(args.overrides), args.wait,
+                               args.overwrite)
+            if args.wait and status != "SUCCEEDED":
+                return 1
+        elif args.command == "predict":
+            from dlmine_ray.predict import predict
+
+            t0 = time.perf_counter()
+            data = args.data[0] if len(args.data) == 1 else args.data
+            n = predict(args.model, data, args.output, address=args.address, overwrite=args.overwrite,
+                        verbose=verbose, fmt=args.format)
+            print(f"wrote {n:,} predictions to {os.path.abspath(args.output)} in {time.perf_counter() - t0:.1f}s")
+        elif args.command == "make-data":
+            from dlmine_ray.data.synthetic import make_data
+
+            out = make_data(args.kind, args.rows, args.features, args.shards, args.output, args.seed, args.classes,
+                            args.categorical, args.overwrite)
+            print(f"wrote {args.rows:,} rows x {args.features} features in {min(args.shards, args.rows)} shard(s) to {out}")
+        return 0
+    except DlmineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: one line, the traceback on --verbose
+        from dlmine_ray.data.read import first_line
+
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

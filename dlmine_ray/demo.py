@@ -1,0 +1,52 @@
+"""``dlmine demo``: the built-in jobs, on data scikit-learn ships, with a summary table."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from dlmine_ray.cluster import ray_session
+from dlmine_ray.spec import coerce_spec, load_job
+
+_HEADLINE = {"classify": "accuracy", "regress": "r2"}
+
+
+def demo_jobs() -> list[Path]:
+    """The demo's job files, in order."""
+    root = resources.files("dlmine_ray") / "demo_jobs"
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = False,
+             address: Optional[str] = None, quick: bool = False) -> list:
+    """Run every demo job into ``output/<job name>``; print and return the results."""
+    from dlmine_ray.runner import run_job
+
+    console = Console()
+    results = []
+    t0 = time.perf_counter()
+    with ray_session(address, verbose):
+        for path in demo_jobs():
+            spec = load_job(path)
+            if quick:  # a smoke run: same jobs, two epochs, two trials
+                spec = coerce_spec(spec, [("train.epochs", 2)] + ([("tune.num_samples", 2)] if spec.tune else []))
+            console.print(f"\n[bold]== {spec.name} ({spec.task}) ==[/]")
+            t = time.perf_counter()
+            res = run_job(spec, str(Path(output) / spec.name), overwrite=overwrite, verbose=verbose)
+            results.append((res, time.perf_counter() - t))
+    table = Table(title=f"dlmine demo — {len(results)} jobs in {time.perf_counter() - t0:.0f}s")
+    for col in ("job", "task", "metric", "deep model", "baseline (HGB)", "rows train/test", "seconds", "output"):
+        table.add_column(col, justify="left" if col in ("job", "task", "metric", "output") else "right")
+    for res, secs in results:
+        m = res.metrics
+        for name in ([_HEADLINE[m["task"]]] + (["roc_auc"] if m["task"] == "classify" else ["rmse"])):
+            table.add_row(res.spec.name + (" (tuned)" if res.leaderboard is not None else ""), m["task"], name,
+                          f"{m[name]:.4f}", f"{m.get('baseline_' + name, float('nan')):.4f}",
+                          f"{m['rows_train']:,}/{m['rows_test']:,}", f"{secs:.0f}", str(res.output))
+    console.print(table)
+    return results

@@ -1,0 +1,46 @@
+"""Score new data with a saved model folder (``dlmine predict``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from dlmine_ray.cluster import ray_session
+from dlmine_ray.data.read import first_line, read_dataset
+from dlmine_ray.errors import DlmineError
+from dlmine_ray.infer import check_columns, score_dataset
+from dlmine_ray.outputs import write_parquet_batches
+
+
+def predict(model: str, data, output: str, address: Optional[str] = None, overwrite: bool = False,
+            verbose: bool = False, fmt: str = "auto", batch_size: int = 8192) -> int:
+    """Score every row of ``data`` with the model folder ``model``; stream the predictions into the
+    Parquet file ``output`` (id column kept when the model has one); return rows written."""
+    out = Path(output).expanduser().absolute()
+    if out.is_dir():
+        raise DlmineError(f"--output {out} is a folder; give a file name such as predictions.parquet")
+    if out.exists() and not overwrite:
+        raise DlmineError(f"output file {out} exists; pass --overwrite to replace it")
+    if not Path(model, "model.json").is_file():
+        raise DlmineError(f"{model} is not a dlmine model folder (no model.json); "
+                          "pass the model/ folder inside a run's output")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ray_session(address, verbose) as cpus:
+        ds = read_dataset(data, fmt)
+        try:
+            schema = ds.schema()
+        except Exception as err:
+            raise DlmineError(f"cannot read data: {first_line(err)}") from None
+        if schema is None:
+            raise DlmineError("the dataset is empty: no rows were read")
+        names = list(schema.names)
+        meta = check_columns(names, model)
+        keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)
+        scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size)
+        try:
+            return write_parquet_batches(out, scored.iter_batches(batch_format="pyarrow", batch_size=None))
+        except DlmineError:
+            raise
+        except Exception as err:
+            raise DlmineError(f"scoring failed: {first_line(err)}") from None

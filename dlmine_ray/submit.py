@@ -1,0 +1,77 @@
+"""``dlmine submit``: send a job to a Ray cluster through the Ray Jobs API, the project's code
+travelling in the job's runtime environment."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+import dlmine_ray
+from dlmine_ray.cluster import RAY_ENV_DEFAULTS
+from dlmine_ray.data.read import _is_uri
+from dlmine_ray.errors import DlmineError
+from dlmine_ray.spec import load_job
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def _absolute_paths(path):
+    def fix(p: str) -> str:
+        if p.startswith("builtin:") or _is_uri(p):
+            return p
+        return os.path.abspath(os.path.expanduser(p))
+    return [fix(p) for p in path] if isinstance(path, list) else fix(path)
+
+
+def submit(job_file: str, address: str, output: Optional[str] = None, overrides=None, wait: bool = False,
+           overwrite: bool = False, timeout: float = 3600.0, echo=print) -> tuple[str, str]:
+    """Submit the job; return (submission id, status). With ``wait``, follow its logs until it
+    ends and return the final status."""
+    from ray.job_submission import JobSubmissionClient
+
+    spec = load_job(job_file, overrides)
+    doc = spec.model_dump()
+    # Relative local paths mean "relative to where I ran submit": on a laptop cluster the job
+    # runs on this filesystem, but from the job's own working directory.
+    doc["data"]["path"] = _absolute_paths(spec.data.path)
+    out = output or f"/tmp/dlmine_runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not _is_uri(out):
+        out = os.path.abspath(os.path.expanduser(out))
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as err:
+        raise DlmineError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="dlmine_submit_") as wd:
+        Path(wd, "job.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        entry = f"python -m dlmine_ray.cli run job.yaml --output {shlex.quote(out)}" + (" --overwrite" if overwrite else "")
+        sub_id = client.submit_job(
+            entrypoint=entry,
+            runtime_env={"working_dir": wd, "py_modules": [os.path.dirname(dlmine_ray.__file__)],
+                         "env_vars": dict(RAY_ENV_DEFAULTS)},
+            metadata={"dlmine_job": spec.name, "dlmine_output": out},
+        )
+    echo(f"submitted {sub_id} (job '{spec.name}'), output on the cluster: {out}")
+    if not wait:
+        return sub_id, str(client.get_job_status(sub_id))
+    printed = 0
+    deadline = time.monotonic() + timeout
+    status = "PENDING"
+    while time.monotonic() < deadline:
+        status = str(client.get_job_status(sub_id)).split(".")[-1]
+        logs = client.get_job_logs(sub_id)
+        if len(logs) > printed:
+            sys.stdout.write(logs[printed:])
+            sys.stdout.flush()
+            printed = len(logs)
+        if status in TERMINAL:
+            break
+        time.sleep(1.0)
+    echo(f"job {sub_id} {status}")
+    return sub_id, status
