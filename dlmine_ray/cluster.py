@@ -32,7 +32,8 @@ def _quiet_logs(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: Optional[int] = None) -> Iterator[float]:
+def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: Optional[int] = None,
+                object_store_mb: Optional[int] = None) -> Iterator[float]:
     """Yield the cluster's CPU count, with Ray initialised; shut down only a Ray we started.
 
     ``address`` (or RAY_ADDRESS) joins an existing cluster; otherwise a local Ray is started
@@ -55,7 +56,8 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
             in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
             ray.init(address=address, **({} if in_job else {"runtime_env": {"env_vars": env_vars}}), **kwargs)
         else:  # a local Ray's processes inherit this process's environment
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
         started = True
     import ray.data
 

@@ -40,13 +40,16 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
             res = run_job(spec, str(Path(output) / spec.name), overwrite=overwrite, verbose=verbose)
             results.append((res, time.perf_counter() - t))
     table = Table(title=f"dlmine demo — {len(results)} jobs in {time.perf_counter() - t0:.0f}s")
-    for col in ("job", "task", "metric", "deep model", "baseline (HGB)", "rows train/test", "seconds", "output"):
-        table.add_column(col, justify="left" if col in ("job", "task", "metric", "output") else "right")
+    for col in ("job", "task", "metric", "deep model", "baseline HGB", "train/test rows", "seconds"):
+        table.add_column(col, justify="left" if col in ("job", "task", "metric") else "right", no_wrap=True)
     for res, secs in results:
         m = res.metrics
         for name in ([_HEADLINE[m["task"]]] + (["roc_auc"] if m["task"] == "classify" else ["rmse"])):
-            table.add_row(res.spec.name + (" (tuned)" if res.leaderboard is not None else ""), m["task"], name,
+            table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name,
                           f"{m[name]:.4f}", f"{m.get('baseline_' + name, float('nan')):.4f}",
-                          f"{m['rows_train']:,}/{m['rows_test']:,}", f"{secs:.0f}", str(res.output))
+                          f"{m['rows_train']:,}/{m['rows_test']:,}", f"{secs:.0f}")
     console.print(table)
+    if any(r.leaderboard is not None for r, _ in results):
+        console.print("* tuned with Ray Tune; the leaderboard is in leaderboard.parquet and report.html")
+    console.print(f"results (metrics.json, report.html, model/, predictions.parquet) in {Path(output).absolute()}/<job>")
     return results

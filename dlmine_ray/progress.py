@@ -16,8 +16,9 @@ from rich.console import Console
 class Reporter:
     """Prints stages and events to the terminal (stderr), or nothing when ``quiet``."""
 
-    def __init__(self, quiet: bool = False, console: Optional[Console] = None):
+    def __init__(self, quiet: bool = False, console: Optional[Console] = None, verbose: bool = False):
         self.quiet = quiet
+        self.verbose = verbose
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self._stage_started = time.perf_counter()
         self._stage: Optional[str] = None

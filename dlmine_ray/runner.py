@@ -80,7 +80,7 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
 
     Returns the RunResult; raises DlmineError for bad input, leaving no output behind."""
     spec = coerce_spec(job, overrides)
-    rep = Reporter(quiet=quiet)
+    rep = Reporter(quiet=quiet, verbose=verbose)
     folder = RunFolder(str(output), overwrite)
     stage = folder.open()
     storage = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
@@ -149,7 +149,8 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, rep: Reporter, cluster_
             from dlmine_ray.tune.search import trial_spec
 
             best_spec = trial_spec({**spec.model_dump(), "tune": None}, tuned.best_params)
-            rep.info(f"best trial: {tuned.metric}={leaderboard.iloc[0][tuned.metric]:.4g} with {tuned.best_params}")
+    if spec.tune is not None:
+        rep.info(f"best trial: {tuned.metric}={leaderboard.iloc[0][tuned.metric]:.4g} with {tuned.best_params}")
     train_seconds = time.perf_counter() - t0
     model_spec = (best_spec if spec.tune is not None else spec).model.model_dump()
 

@@ -176,9 +176,9 @@ def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: 
         parts.append(_learning_curves(history))
     parts.append("<h2>Test predictions</h2>")
     if spec.task == "classify":
-        parts.append(_confusion(predictions, target, info["classes"]))
+        parts.append("<h3>Confusion matrix</h3>" + _confusion(predictions, target, info["classes"]))
     else:
-        parts.append(_residuals(predictions, target))
+        parts.append("<h3>Predicted vs true, and residuals</h3>" + _residuals(predictions, target))
 
     if leaderboard is not None:
         parts.append("<h2>Tuning leaderboard</h2>")

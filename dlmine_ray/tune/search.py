@@ -8,6 +8,8 @@ Train V2 documents. The best trial's checkpoint becomes the run's model."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -123,7 +125,10 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         run_config=tune.RunConfig(name=f"{spec.name}-tune-{uuid.uuid4().hex[:8]}", storage_path=storage,
                                   verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
-    grid = tuner.fit()
+    verbose = getattr(reporter, "verbose", False)
+    # Tune prints its own experiment box and tables to stdout; our reporter already shows trials.
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        grid = tuner.fit()
     rows, best_row, best_value = [], None, None
     for i, res in enumerate(grid):
         m = res.metrics or {}

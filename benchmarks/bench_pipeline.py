@@ -1,0 +1,684 @@
+#!/usr/bin/env python
+"""dlmine_ray's pipeline versus the bare libraries, side by side in one run.
+
+    python benchmarks/bench_pipeline.py [--rows N] [--features F] [--epochs E] [--json PATH]
+
+On one synthetic classification dataset (sharded Parquet, made by
+``dlmine_ray.data.synthetic.make_data``) and one Ray session (``ray_session(num_cpus=...)``):
+
+(b) data: dlmine_ray's read + stats pass (``read_dataset`` + ``profile_dataset``) and its
+    encode-and-materialize of the train/valid/test splits (as ``runner.py`` does), against
+    ``pyarrow.parquet.read_table`` + numpy standard scaling.
+(a) training: the Ray Train path (``fit_with_ray_train``: TorchTrainer running the generic loop
+    on the encoded splits, exactly as ``runner._fit`` calls it) against a bare PyTorch loop over
+    the same encoded tensors in memory: same MLP (256-256, no dropout), batch size, AdamW, the
+    same shuffling (randperm + gather), the same per-epoch validation pass, same thread count.
+    The bare loop runs twice, before and after ours, and the mean is used (drift on a shared
+    machine). A diagnostic row runs the same bare loop inside a plain Ray task.
+(c) inference: ``score_dataset`` over the Parquet files read by Ray Data, consumed fully, against
+    a bare torch forward pass over the same rows (same weights) as one in-memory float32 tensor
+    in batches of 8192; plus a bare end-to-end variant (read_table + scale + forward + softmax).
+
+It prints a table with ratios ours / bare, and writes everything (per-epoch history, stage
+timings, peak RSS, CPU per process during the steady-state epochs) to ``--json PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+# Before Ray is imported anywhere (quiet logs; no usage stats; no progress bars).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+# The working copy, not whatever else may be installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+try:
+    import psutil  # noqa: E402
+except ImportError:  # Ray ships psutil in ray/thirdparty_files, put on sys.path by importing ray
+    import ray  # noqa: E402,F401
+    import psutil  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+TARGET, ID = "label", "row_id"
+
+
+# -- measuring helpers ---------------------------------------------------------------------
+
+class TreeSampler:
+    """Samples RSS and CPU time of this process and all its descendants (Ray's GCS, raylet and
+    workers are children of a driver that started a local Ray) in a background thread.
+
+    RSS is summed over processes, so pages shared between them (the plasma object store,
+    shared libraries) are counted once per process that maps them: an upper bound."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.root = psutil.Process()
+        self.peak_rss = 0
+        self.phase_peaks: dict[str, int] = {}
+        self._phase: Optional[str] = None
+        # (monotonic time, {pid: (name, cpu seconds)}, busy cpu seconds of the whole machine)
+        self.ticks: list[tuple[float, dict[int, tuple[str, float]], float]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _name(self, p: psutil.Process) -> str:
+        if p.pid == self.root.pid:
+            return "driver (this script)"
+        try:
+            # Read every time: Ray renames a worker process (setproctitle) when it takes a task.
+            cmd = p.cmdline()
+            return (cmd[0] if cmd and cmd[0].startswith("ray::") else p.name()) or "?"
+        except psutil.Error:
+            return "?"
+
+    def sample(self) -> None:
+        """Take one sample now (also called at measurement boundaries, for exact windows)."""
+        with self._lock:
+            self._sample()
+
+    def _sample(self) -> None:
+        rss, cpu = 0, {}
+        procs = [self.root]
+        try:
+            procs += self.root.children(recursive=True)
+        except psutil.Error:
+            pass
+        for p in procs:
+            try:
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    t = p.cpu_times()
+                    cpu[p.pid] = (self._name(p), t.user + t.system)
+            except psutil.Error:
+                continue
+        m = psutil.cpu_times()
+        busy = m.user + m.nice + m.system + getattr(m, "irq", 0) + getattr(m, "softirq", 0) + getattr(m, "steal", 0)
+        self.ticks.append((time.monotonic(), cpu, busy))
+        self.peak_rss = max(self.peak_rss, rss)
+        if self._phase:
+            self.phase_peaks[self._phase] = max(self.phase_peaks.get(self._phase, 0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def phase(self, name: Optional[str]) -> None:
+        """Attribute following samples' peak RSS to ``name``."""
+        self._phase = name
+        if name:
+            self.sample()
+
+    def start(self) -> "TreeSampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cpu_between(self, a: float, b: float, top: int = 8) -> dict[str, Any]:
+        """Cores used per process name between monotonic times ``a`` and ``b``, and by
+        processes outside this tree ("foreign": other users of a shared machine)."""
+        if len(self.ticks) < 2:
+            return {}
+        (ta, ca, ba) = min(self.ticks, key=lambda t: abs(t[0] - a))
+        (tb, cb, bb) = min(self.ticks, key=lambda t: abs(t[0] - b))
+        if tb <= ta:
+            return {}
+        by_name: dict[str, float] = {}
+        for pid, (name, sec) in cb.items():
+            used = sec - (ca[pid][1] if pid in ca else 0.0)
+            if used > 0:
+                by_name[name] = by_name.get(name, 0.0) + used
+        span = tb - ta
+        ours = sum(by_name.values())
+        ranked = sorted(by_name.items(), key=lambda kv: -kv[1])
+        return {"window_s": round(span, 3), "tree_cpu_s": round(ours, 3), "tree_cores": round(ours / span, 3),
+                "foreign_cores": round(max(bb - ba - ours, 0.0) / span, 3),
+                "cores_by_process": {k: round(v / span, 3) for k, v in ranked[:top]}}
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (up to ``max_wait`` s) until the machine's CPU is below ``threshold`` busy over 3 s;
+    return the last busy fraction seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = psutil.cpu_percent(interval=3.0) / 100
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+        print(f"[bench] machine busy ({busy:.0%} CPU from other processes); waiting ...", file=sys.stderr, flush=True)
+
+
+def _ratio(ours: Optional[float], bare: Optional[float]) -> Optional[float]:
+    if ours is None or bare is None or bare == 0:
+        return None
+    return ours / bare
+
+
+# -- (b) data ---------------------------------------------------------------------------------
+
+def bench_data_bare(folder: str, features: list[str]) -> dict:
+    """pyarrow read_table + numpy standard scaling; returns timings and the scaled matrix."""
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    table = pq.read_table(folder)
+    t1 = time.perf_counter()
+    x = np.column_stack([table.column(c).to_numpy() for c in features]).astype(np.float32, copy=False)
+    y = table.column(TARGET).to_numpy().astype(np.int64)
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    std[std < 1e-12] = 1.0
+    x = ((x - mean) / std).astype(np.float32)
+    t2 = time.perf_counter()
+    return {"rows": int(table.num_rows), "read_s": t1 - t0, "scale_s": t2 - t1, "total_s": t2 - t0,
+            "x": x, "y": y}
+
+
+def bench_data_ours(folder: str, spec) -> dict:
+    """dlmine_ray's data path, as runner._run does it: read, stats pass, fit, encode + materialize."""
+    from dlmine_ray.data.preprocess import TabularPreprocessor
+    from dlmine_ray.data.profile import profile_dataset
+    from dlmine_ray.data.read import read_dataset
+    from dlmine_ray.runner import _encoded_split, _with_split
+    from dlmine_ray.tasks import get_task
+
+    task = get_task(spec.task)
+    d = spec.data
+    t0 = time.perf_counter()
+    ds = read_dataset(d.path, d.format)
+    profile = profile_dataset(ds, d.target, task.target_kind == "categorical", d.id,
+                              d.split.valid, d.split.test, d.split.seed)
+    t1 = time.perf_counter()
+    drop = {d.target, *d.ignore, *([d.id] if d.id else [])}
+    features = [c for c in profile.order if c not in drop]
+    prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)
+    ds_split = _with_split(ds, spec)
+    splits, split_s = {}, {}
+    for name, code in (("train", 0), ("test", 2), ("valid", 1)):
+        ts = time.perf_counter()
+        splits[name] = _encoded_split(ds_split, prep, code)
+        split_s[name] = time.perf_counter() - ts
+    t2 = time.perf_counter()
+    layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": True}
+    return {"rows": profile.n_rows, "rows_split": list(profile.rows), "read_profile_s": t1 - t0,
+            "encode_materialize_s": t2 - t1, "encode_per_split_s": split_s, "total_s": t2 - t0,
+            "splits": splits, "prep": prep, "layout": layout, "features": features}
+
+
+def stack_split(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoded split as (features float32, target int64) tensors in memory."""
+    xs, ys = [], []
+    for b in ds.iter_batches(batch_format="numpy", batch_size=65536):
+        xs.append(b["features"])
+        ys.append(b["target"])
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)), \
+        torch.from_numpy(np.concatenate(ys).astype(np.int64))
+
+
+# -- (a) training -----------------------------------------------------------------------------
+
+def bare_train(xtr, ytr, xva, yva, n_classes: int, epochs: int, batch: int, lr: float, seed: int,
+               threads: int, on_epoch=None) -> dict:
+    """The bare PyTorch twin of dlmine_ray/train/loop.py's epoch: randperm + gather batches,
+    AdamW, cross-entropy, loss.item() per step, then a validation pass (untimed in samples/s,
+    as in the loop). Returns per-epoch samples/s and the whole-fit wall time."""
+    from dlmine_ray.models import MLP
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t_start = time.perf_counter()
+    model = MLP(xtr.shape[1], n_classes, hidden=[256, 256], dropout=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    n, history = ytr.shape[0], []
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
+        loss_sum = 0.0
+        for i in range(0, n, batch):
+            idx = order[i:i + batch]
+            x, y = xtr[idx], ytr[idx]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * y.shape[0]
+        train_s = time.perf_counter() - t0
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, yva.shape[0], max(batch, 1024)):
+                correct += int((model(xva[i:i + max(batch, 1024)]).argmax(1) == yva[i:i + max(batch, 1024)]).sum())
+        history.append({"epoch": epoch, "train_loss": loss_sum / n, "samples_per_s": n / train_s,
+                        "train_seconds": train_s, "epoch_seconds": time.perf_counter() - t0,
+                        "val_accuracy": correct / max(yva.shape[0], 1), "end_monotonic": time.monotonic()})
+        if on_epoch is not None:
+            on_epoch()
+    return {"history": history, "wall_s": time.perf_counter() - t_start}
+
+
+class BoardPoller:
+    """Drains dlmine's ProgressBoard often, stamping each epoch event with time.monotonic()
+    (the loop's own timestamps are relative to the worker's start)."""
+
+    def __init__(self, board, interval: float = 0.1, on_event=None):
+        self.board, self.interval, self.on_event = board, interval, on_event
+        self.events: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _drain(self):
+        import ray
+
+        try:
+            events = ray.get(self.board.drain.remote(), timeout=10)
+            for ev in events:
+                self.events.append((time.monotonic(), ev))
+            if events and self.on_event is not None:
+                self.on_event()
+        except Exception:
+            pass
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._drain()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+
+
+def ours_train(spec, data: dict, storage: str, on_event=None) -> dict:
+    """fit_with_ray_train on the encoded train/valid splits, as runner._fit calls it."""
+    import ray
+
+    from dlmine_ray.progress import make_board
+    from dlmine_ray.train.trainer import fit_with_ray_train
+
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    train_sets = {k: data["splits"][k] for k in ("train", "valid")}
+    board = make_board()
+    keep_in = os.path.join(storage, "best")
+    start = time.monotonic()
+    t0 = time.perf_counter()
+    with BoardPoller(board, on_event=on_event) as poller:
+        outcome = fit_with_ray_train(spec, train_sets, data["layout"], storage, board, cluster_cpus, keep_in)
+    wall = time.perf_counter() - t0
+    ray.kill(board)
+    return {"outcome": outcome, "wall_s": wall, "events": poller.events, "start": start}
+
+
+def bare_train_in_ray_task(xtr, ytr, xva, yva, n_classes, epochs, batch, lr, seed, threads) -> dict:
+    """Diagnostic: the bare loop inside a plain Ray task holding ``threads`` CPUs (a Ray
+    worker process, OMP_NUM_THREADS=1 env, torch.set_num_threads(threads)), no Ray Train."""
+    import ray
+
+    @ray.remote(num_cpus=threads)
+    def run(xtr, ytr, xva, yva):
+        return bare_train(xtr, ytr, xva, yva, n_classes, epochs, batch, lr, seed, threads)
+
+    refs = [ray.put(t) for t in (xtr, ytr, xva, yva)]
+    try:
+        return ray.get(run.remote(*refs))
+    finally:
+        del refs
+
+
+# -- (c) inference ----------------------------------------------------------------------------
+
+def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch: int = 8192) -> dict:
+    """score_dataset over Ray Data vs a bare forward pass (same weights, same rows)."""
+    import pyarrow.parquet as pq
+
+    from dlmine_ray.data.read import read_dataset
+    from dlmine_ray.infer import LoadedModel, score_dataset
+
+    lm = LoadedModel(model_dir)
+    model = lm.model.eval()
+    table = pq.read_table(folder)
+    x_all = torch.from_numpy(lm.prep.transform_features(table.to_pandas()))  # untimed
+    n = x_all.shape[0]
+    del table
+
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        model(x_all[:batch])  # warm-up
+        w0 = time.monotonic()
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            model(x_all[i:i + batch])
+        bare_forward_s = time.perf_counter() - t0
+        windows["infer: bare forward"] = (w0, time.monotonic())
+    del x_all
+
+    # Bare end-to-end: the same work score_dataset does, without Ray: read the files, scale
+    # with the fitted statistics, forward, softmax, class.
+    cols = [c for c, _, _ in lm.prep.numeric_]
+    mean = np.array([m for _, m, _ in lm.prep.numeric_], dtype=np.float32)
+    std = np.array([s for _, _, s in lm.prep.numeric_], dtype=np.float32)
+    w0 = time.monotonic()
+    t0 = time.perf_counter()
+    table = pq.read_table(folder, columns=[ID, TARGET] + cols)
+    x = (np.column_stack([table.column(c).to_numpy() for c in cols]).astype(np.float32, copy=False) - mean) / std
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            p = torch.softmax(model(x[i:i + batch]), dim=1)
+            preds.append(p.argmax(1))
+    torch.cat(preds)
+    bare_e2e_s = time.perf_counter() - t0
+    windows["infer: bare read+scale+forward"] = (w0, time.monotonic())
+    del x, table, preds
+
+    w0 = time.monotonic()
+    t0 = time.perf_counter()
+    scored = score_dataset(read_dataset(folder), model_dir, keep=(ID, TARGET)).materialize()
+    ours_s = time.perf_counter() - t0
+    windows["infer: ours score_dataset"] = (w0, time.monotonic())
+    rows = scored.count()
+    del scored
+    if rows != n:
+        raise RuntimeError(f"score_dataset returned {rows} rows for {n} input rows")
+    return {"rows": n, "ours_s": ours_s, "bare_forward_s": bare_forward_s, "bare_e2e_s": bare_e2e_s}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def make_spec(folder: str, args) -> dict:
+    return {
+        "name": "bench", "task": "classify",
+        "data": {"path": folder, "target": TARGET, "id": ID},
+        "model": {"kind": "mlp", "hidden": [256, 256], "dropout": 0.0, "batch_norm": False},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "weight_decay": 0.0,
+                  "early_stopping": 0, "seed": args.seed},
+        "scaling": {"num_workers": 1},
+        "compare_baselines": False,
+    }
+
+
+def _steady(history: list[dict]) -> Optional[float]:
+    vals = [h["samples_per_s"] for h in history if h["epoch"] >= 2]
+    return statistics.mean(vals) if vals else None
+
+
+def run(args) -> dict:
+    import ray
+
+    from dlmine_ray.cluster import ray_session
+    from dlmine_ray.data.synthetic import make_data
+    from dlmine_ray.infer import save_model_dir
+    from dlmine_ray.spec import spec_from_dict
+
+    work = Path(tempfile.mkdtemp(prefix="dlmine_bench_", dir=args.tmp))
+    res: dict[str, Any] = {
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(), "platform": platform.platform(),
+                    "torch": torch.__version__, "ray": None},
+    }
+    if args.wait_quiet:
+        res["busy_at_start"] = wait_quiet(args.wait_quiet)
+    sampler = TreeSampler().start() if not args.no_sampler else None
+    windows: dict[str, tuple[float, float]] = {}
+    current: list = [None, 0.0]
+
+    def phase(name: Optional[str]) -> None:
+        now = time.monotonic()
+        if current[0]:
+            windows[current[0]] = (current[1], now)
+        current[0], current[1] = name, now
+        if sampler:
+            sampler.phase(name)
+        if name:
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+
+    try:
+        folder = str(work / "data")
+        phase("make data")
+        t0 = time.perf_counter()
+        make_data("classification", args.rows, args.features, args.shards, folder, seed=args.seed)
+        res["make_data_s"] = time.perf_counter() - t0
+        spec = spec_from_dict(make_spec(folder, args))
+
+        with ray_session(num_cpus=args.cpus) as cluster_cpus:
+            res["machine"]["ray"] = ray.__version__
+            res["cluster_cpus"] = cluster_cpus
+            res["env"] = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "OMP_", "MKL_"))}
+            threads = args.cpus
+
+            # (b) data
+            phase("data: bare pyarrow + numpy")
+            bare_d = bench_data_bare(folder, [f"x{j}" for j in range(args.features)])
+            del bare_d["x"], bare_d["y"]
+            phase("data: ours read+stats, encode+materialize")
+            ours_d = bench_data_ours(folder, spec)
+            res["data"] = {"bare": bare_d, "ours": {k: v for k, v in ours_d.items()
+                                                    if k not in ("splits", "prep", "layout", "features")}}
+
+            # (a) training
+            phase("train: stacking the encoded splits for the bare loop")
+            xtr, ytr = stack_split(ours_d["splits"]["train"])
+            xva, yva = stack_split(ours_d["splits"]["valid"])
+            n_classes = len(ours_d["layout"]["info"]["classes"])
+            targs = (xtr, ytr, xva, yva, n_classes, args.epochs, args.batch_size, 1e-3, args.seed, threads)
+            tick = sampler.sample if sampler else None
+            phase("train: bare torch #1")
+            bare1 = bare_train(*targs, on_epoch=tick)
+            bare_task = None
+            if not args.no_ray_task:
+                phase("train: bare torch in a Ray task")
+                bare_task = bare_train_in_ray_task(*targs)
+            phase("train: ours TorchTrainer fit")
+            ours_t = ours_train(spec, ours_d, str(work / "storage"), on_event=tick)
+            phase("train: bare torch #2")
+            bare2 = bare_train(*targs, on_epoch=tick)
+            phase("saving the model folder")
+            outcome = ours_t["outcome"]
+            model_dir = str(work / "model")
+            save_model_dir(model_dir, outcome.state_path, ours_d["prep"], spec.task, spec.model.model_dump(),
+                           {"job": spec.name, "best_epoch": outcome.best.get("epoch")})
+            del xtr, ytr, xva, yva, targs
+            ours_d["splits"].clear()
+            ev = ours_t["events"]
+            if len(ev) >= 2:  # from the end of epoch 1 to the end of the last epoch (incl. validation)
+                windows["train: ours steady epochs (2..E)"] = (ev[0][0], ev[-1][0])
+                for k, b in (("bare #1", bare1), ("bare #2", bare2)):
+                    windows[f"train: {k} steady epochs (2..E)"] = (b["history"][0]["end_monotonic"],
+                                                                  b["history"][-1]["end_monotonic"])
+            res["train"] = {
+                "rows_train": int(ours_d["rows_split"][0]), "rows_valid": int(ours_d["rows_split"][1]),
+                "ours": {"history": outcome.history, "fit_wall_s": ours_t["wall_s"],
+                         "epoch_event_offsets_s": [round(t - ours_t["start"], 3) for t, _ in ev]},
+                "bare_1": bare1, "bare_2": bare2, "bare_in_ray_task": bare_task,
+            }
+
+            # (c) inference
+            phase("inference")
+            res["infer"] = bench_infer(folder, model_dir, threads, windows)
+            phase(None)
+    finally:
+        phase(None)
+        if sampler:
+            sampler.stop()
+            res["peak_rss_gib"] = round(sampler.peak_rss / 2**30, 2)
+            res["peak_rss_gib_by_phase"] = {k: round(v / 2**30, 2) for k, v in sampler.phase_peaks.items()}
+            res["cpu_by_window"] = {k: sampler.cpu_between(a, b) for k, (a, b) in windows.items()}
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            res["work_dir"] = str(work)
+    res["table"] = summarize(res)
+    return res
+
+
+def summarize(res: dict) -> list[dict]:
+    """Rows of (measure, ours, bare, ratio, unit)."""
+    rows: list[dict] = []
+
+    def add(measure, ours, bare, unit):
+        rows.append({"measure": measure, "ours": ours, "bare": bare, "ratio": _ratio(ours, bare), "unit": unit})
+
+    t = res["train"]
+    oh = t["ours"]["history"]
+    b1, b2 = t["bare_1"]["history"], t["bare_2"]["history"]
+    steady_bare = [v for v in (_steady(b1), _steady(b2)) if v is not None]
+    n_tr = t["rows_train"]
+    add("train samples/s (steady, epoch 2+)", _steady(oh), statistics.mean(steady_bare) if steady_bare else None,
+        "samples/s")
+    add("train samples/s (epoch 1)", oh[0]["samples_per_s"],
+        statistics.mean([b1[0]["samples_per_s"], b2[0]["samples_per_s"]]), "samples/s")
+    add("train whole fit wall (s)", t["ours"]["fit_wall_s"],
+        statistics.mean([t["bare_1"]["wall_s"], t["bare_2"]["wall_s"]]), "s")
+    add("train fit samples/s (epochs*rows/wall)", len(oh) * n_tr / t["ours"]["fit_wall_s"],
+        statistics.mean([len(b1) * n_tr / t["bare_1"]["wall_s"], len(b2) * n_tr / t["bare_2"]["wall_s"]]),
+        "samples/s")
+    cpu = res.get("cpu_by_window") or {}
+    steady_samples = (len(oh) - 1) * n_tr
+    ours_cpu = (cpu.get("train: ours steady epochs (2..E)") or {}).get("tree_cpu_s")
+    bare_cpu = [(cpu.get(f"train: bare #{i} steady epochs (2..E)") or {}).get("tree_cpu_s") for i in (1, 2)]
+    bare_cpu = [c for c in bare_cpu if c]
+    if steady_samples and ours_cpu and bare_cpu:
+        # Less sensitive to other load on a shared machine than wall-clock throughput.
+        add("train samples per CPU-s (steady)", steady_samples / ours_cpu, steady_samples / statistics.mean(bare_cpu),
+            "samples/s")
+    if t.get("bare_in_ray_task"):
+        bt = t["bare_in_ray_task"]["history"]
+        if steady_bare:
+            add("  diag: bare loop in a Ray task (steady)", _steady(bt), statistics.mean(steady_bare), "samples/s")
+    d = res["data"]
+    n = d["ours"]["rows"]
+    add("data rows/s (read+prep, total)", n / d["ours"]["total_s"], n / d["bare"]["total_s"], "rows/s")
+    add("  read + stats pass | read_table", n / d["ours"]["read_profile_s"], n / d["bare"]["read_s"], "rows/s")
+    add("  encode+materialize | np scaling", n / d["ours"]["encode_materialize_s"], n / d["bare"]["scale_s"],
+        "rows/s")
+    i = res["infer"]
+    add("inference rows/s (vs bare forward)", i["rows"] / i["ours_s"], i["rows"] / i["bare_forward_s"], "rows/s")
+    add("inference rows/s (vs bare read+fwd)", i["rows"] / i["ours_s"], i["rows"] / i["bare_e2e_s"], "rows/s")
+    return rows
+
+
+def _fmt(v, unit) -> str:
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v:,.2f}"
+    return f"{v:,.0f}"
+
+
+def print_report(res: dict) -> None:
+    c = res["config"]
+    t = res["train"]
+    print()
+    print(f"dlmine_ray pipeline vs bare libraries: {c['rows']:,} rows x {c['features']} features, "
+          f"{c['shards']} Parquet shards, {c['epochs']} epochs, batch {c['batch_size']}, "
+          f"ray.init(num_cpus={c['cpus']}), torch threads {c['cpus']}; "
+          f"machine: {res['machine']['cpus']} cores, {res['machine']['memory_gib']} GiB")
+    print(f"train split {t['rows_train']:,} rows, valid {t['rows_valid']:,} rows; MLP 256-256, AdamW lr 1e-3")
+    print()
+    print(f"{'measure':<40}{'ours':>14}{'bare':>14}{'ratio (ours/bare)':>20}")
+    for r in res["table"]:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        print(f"{r['measure']:<40}{_fmt(r['ours'], r['unit']):>14}{_fmt(r['bare'], r['unit']):>14}{ratio:>20}")
+    print("(throughput rows: higher ratio is better, 1.00 = parity; wall-time rows: lower is better)")
+    print()
+    oh = t["ours"]["history"]
+    print("per epoch samples/s  ours: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in oh))
+    for k in ("bare_1", "bare_2", "bare_in_ray_task"):
+        if t.get(k):
+            print(f"{'':21}{k}: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in t[k]["history"]))
+    print("ours epoch seconds (incl. validation): " + ", ".join(f"{h['epoch_seconds']:.2f}" for h in oh)
+          + f"; in-loop total {sum(h['epoch_seconds'] for h in oh):.2f} s of {t['ours']['fit_wall_s']:.2f} s fit wall")
+    d = res["data"]
+    print("data ours: read+stats {:.2f} s, encode+materialize {:.2f} s ({}); bare: read_table {:.2f} s, scaling {:.2f} s"
+          .format(d["ours"]["read_profile_s"], d["ours"]["encode_materialize_s"],
+                  ", ".join(f"{k} {v:.2f} s" for k, v in d["ours"]["encode_per_split_s"].items()),
+                  d["bare"]["read_s"], d["bare"]["scale_s"]))
+    i = res["infer"]
+    print(f"inference ours: {i['ours_s']:.2f} s; bare forward {i['bare_forward_s']:.2f} s; "
+          f"bare read+scale+forward {i['bare_e2e_s']:.2f} s")
+    cpu = res.get("cpu_by_window") or {}
+    if cpu:
+        print()
+        print("cores used per window: this process tree | other processes on the machine (should be ~0)")
+        for k, v in cpu.items():
+            if not v:
+                continue
+            procs = ", ".join(f"{n} {c:.2f}" for n, c in list(v["cores_by_process"].items())[:4])
+            print(f"  {k:<44}{v['window_s']:>7.1f} s  tree {v['tree_cores']:.2f} | other {v['foreign_cores']:.2f}"
+                  f"   [{procs}]")
+        busy = [k for k, v in cpu.items() if v and v["foreign_cores"] > 0.2 and v["window_s"] > 0.5]
+        if busy:
+            print("WARNING: other processes used > 0.2 cores during: " + "; ".join(busy)
+                  + " -- the ratios are not trustworthy; rerun on a quiet machine (--wait-quiet 600)")
+    if "peak_rss_gib" in res:
+        print(f"peak RSS of the process tree (summed, shared pages counted per process): {res['peak_rss_gib']} GiB")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=500_000)
+    p.add_argument("--features", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--shards", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--cpus", type=int, default=2, help="ray.init(num_cpus=...) and bare torch threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write all results as JSON to this path")
+    p.add_argument("--tmp", default=None, help="folder for the temporary data and model (default: system temp)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data and model folder")
+    p.add_argument("--no-ray-task", action="store_true", help="skip the bare-loop-in-a-Ray-task diagnostic")
+    p.add_argument("--no-sampler", action="store_true", help="do not sample RSS/CPU of the process tree")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="first wait up to S seconds for the machine's CPU to be < 15%% busy")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.rows < 1000:
+        p.error("--epochs must be >= 1 and --rows >= 1000")
+    t0 = time.perf_counter()
+    res = run(args)
+    res["bench_wall_s"] = round(time.perf_counter() - t0, 1)
+    print_report(res)
+    print(f"benchmark wall time {res['bench_wall_s']} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1, default=_json_default))
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
