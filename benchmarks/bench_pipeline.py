@@ -558,15 +558,6 @@ def summarize(res: dict) -> list[dict]:
     add("train fit samples/s (epochs*rows/wall)", len(oh) * n_tr / t["ours"]["fit_wall_s"],
         statistics.mean([len(b1) * n_tr / t["bare_1"]["wall_s"], len(b2) * n_tr / t["bare_2"]["wall_s"]]),
         "samples/s")
-    cpu = res.get("cpu_by_window") or {}
-    steady_samples = (len(oh) - 1) * n_tr
-    ours_cpu = (cpu.get("train: ours steady epochs (2..E)") or {}).get("tree_cpu_s")
-    bare_cpu = [(cpu.get(f"train: bare #{i} steady epochs (2..E)") or {}).get("tree_cpu_s") for i in (1, 2)]
-    bare_cpu = [c for c in bare_cpu if c]
-    if steady_samples and ours_cpu and bare_cpu:
-        # Less sensitive to other load on a shared machine than wall-clock throughput.
-        add("train samples per CPU-s (steady)", steady_samples / ours_cpu, steady_samples / statistics.mean(bare_cpu),
-            "samples/s")
     if t.get("bare_in_ray_task"):
         bt = t["bare_in_ray_task"]["history"]
         if steady_bare:

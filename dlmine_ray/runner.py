@@ -83,10 +83,11 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
     rep = Reporter(quiet=quiet, verbose=verbose)
     folder = RunFolder(str(output), overwrite)
     stage = folder.open()
-    storage = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
+    local_storage = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
+    storage = spec.storage or local_storage
     try:
         with ray_session(address, verbose, num_cpus) as cluster_cpus:
-            result = _run(spec, folder, storage, rep, cluster_cpus)
+            result = _run(spec, folder, storage, local_storage, rep, cluster_cpus)
         rep.stage("publishing", str(folder.final))
         result.output = folder.commit()
         rep.done()
@@ -95,11 +96,12 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
         folder.discard()
         raise
     finally:
-        shutil.rmtree(storage, ignore_errors=True)
+        shutil.rmtree(local_storage, ignore_errors=True)
         del stage
 
 
-def _run(spec: JobSpec, folder: RunFolder, storage: str, rep: Reporter, cluster_cpus: float) -> RunResult:
+def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep: Reporter,
+         cluster_cpus: float) -> RunResult:
     task = get_task(spec.task)
     d = spec.data
     timings: dict[str, float] = {}
@@ -132,7 +134,7 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, rep: Reporter, cluster_
 
     board = make_board()
     train_sets = {k: v for k, v in splits.items() if k in ("train", "valid")}
-    keep_in = os.path.join(storage, "best")
+    keep_in = os.path.join(local_storage, "best")
     leaderboard = None
     t0 = time.perf_counter()
     with BoardWatcher(board, rep):

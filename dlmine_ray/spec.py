@@ -141,6 +141,9 @@ class JobSpec(_Strict):
     tune: Optional[TuneSpec] = None
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
+    storage: Optional[str] = Field(
+        None, description="where Ray Train/Tune keep checkpoints: default a local temp folder; on a "
+                          "multi-node cluster a folder every node shares, or a URI such as s3://bucket/dlmine")
 
     @model_validator(mode="after")
     def _columns_distinct(self):

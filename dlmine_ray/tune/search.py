@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -69,8 +70,9 @@ def _trial_trainer(config, datasets=None, base=None, layout=None, progress=None,
     from ray.tune.integration.ray_train import TuneReportCallback
 
     spec = trial_spec(base, config)
-    fit_with_ray_train(spec, datasets, layout, storage, progress, cluster_cpus=cpus,
-                       keep_in=os.path.join(storage, "unused"), callbacks=[TuneReportCallback()])
+    with tempfile.TemporaryDirectory() as keep:
+        fit_with_ray_train(spec, datasets, layout, storage, progress, cluster_cpus=cpus, keep_in=keep,
+                           callbacks=[TuneReportCallback()])
 
 
 @dataclass
@@ -156,8 +158,11 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         with res.checkpoint.as_directory() as d:
             best = read_checkpoint(d, keep_in)
     else:
-        path = df["checkpoint_path"].dropna().iloc[-1]
-        best = read_checkpoint(path, keep_in)
+        import ray.train
+
+        path = df["checkpoint_path"].dropna().iloc[-1]  # relayed by TuneReportCallback
+        with ray.train.Checkpoint(path).as_directory() as d:
+            best = read_checkpoint(d, keep_in)
     best.seconds = float(res.metrics.get("time_total_s", 0.0) or 0.0)
     board = pd.DataFrame(rows)
     board = board.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)

@@ -1,0 +1,91 @@
+"""A real local cluster (`ray start --head` on loopback), a job submitted through the Ray Jobs API
+with `dlmine submit --wait`, its outputs checked, and the cluster stopped."""
+
+import json
+import os
+import shutil
+import tempfile
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head(tmp_path):
+    """A one-node Ray cluster of its own (its own ports and temp dir), stopped at the end by the
+    process that started it, so that no other Ray on the machine is touched."""
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+    # token authentication on both sides: the head enables it when ~/.ray/auth_token exists,
+    # and the Jobs client must then send the token (see jobs/README.md)
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    gcs, dash = _free_port(), _free_port()
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    log = open(os.path.join(temp, "head.log"), "w")
+    proc = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+         "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+         "--include-dashboard", "true", "--temp-dir", str(temp), "--object-store-memory", str(300 * 2**20)],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.monotonic() + 120
+    probe = f"from ray.job_submission import JobSubmissionClient as C; C({address!r}).list_jobs()"
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("ray start --head exited: " + open(log.name).read()[-2000:])
+        # a client process of its own: Ray reads RAY_AUTH_MODE once per process
+        r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        last = (r.stderr.strip().splitlines() or [""])[-1]
+        time.sleep(1)
+    else:
+        proc.terminate()
+        pytest.fail(f"the cluster's Jobs API did not come up: {last}")
+    yield address, env
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_submit_wait_runs_the_job_on_the_cluster(tmp_path, head):
+    address, env = head
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "submitted", "task": "regress",
+        "data": {"path": "builtin:diabetes", "target": "target", "id": "row_id"},
+        "model": {"hidden": [16]}, "train": {"epochs": 2, "batch_size": 64}, "compare_baselines": False}))
+    out = tmp_path / "cluster-run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlmine_ray.cli", "submit", str(job), "--address", address,
+         "--output", str(out), "--wait"],
+        env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "SUCCEEDED" in log and "epoch 2/2" in log  # the job's own progress came back
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["task"] == "regress" and m["rows_test"] > 0 and "rmse" in m
+    assert (out / "model" / "model.pt").is_file() and (out / "report.html").is_file()
+
+
+def test_submit_to_nowhere_fails_cleanly(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: x\n")
+    proc = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "submit", str(job),
+                           "--address", f"http://127.0.0.1:{_free_port()}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "cannot reach the Ray cluster" in proc.stderr
