@@ -137,15 +137,22 @@ class TreeSampler:
 
     def cpu_between(self, a: float, b: float, top: int = 8) -> dict[str, Any]:
         """Cores used per process name between monotonic times ``a`` and ``b``, and by
-        processes outside this tree ("foreign": other users of a shared machine)."""
+        processes outside this tree ("other": other users of a shared machine)."""
         if len(self.ticks) < 2:
             return {}
-        (ta, ca, ba) = min(self.ticks, key=lambda t: abs(t[0] - a))
-        (tb, cb, bb) = min(self.ticks, key=lambda t: abs(t[0] - b))
-        if tb <= ta:
+        ia = min(range(len(self.ticks)), key=lambda i: abs(self.ticks[i][0] - a))
+        ib = min(range(len(self.ticks)), key=lambda i: abs(self.ticks[i][0] - b))
+        if ib <= ia:
             return {}
+        (ta, ca, ba), (tb, _, bb) = self.ticks[ia], self.ticks[ib]
+        last: dict[int, tuple[str, float]] = {}
+        for _, cpu, _ in self.ticks[ia:ib + 1]:  # a process that exits inside the window counts too
+            for pid, (name, sec) in cpu.items():
+                prev = last.get(pid)
+                keep_prev = prev is not None and name in ("?", "ray::IDLE")  # the more telling name wins
+                last[pid] = (prev[0] if keep_prev else name, sec)
         by_name: dict[str, float] = {}
-        for pid, (name, sec) in cb.items():
+        for pid, (name, sec) in last.items():
             used = sec - (ca[pid][1] if pid in ca else 0.0)
             if used > 0:
                 by_name[name] = by_name.get(name, 0.0) + used
@@ -278,10 +285,10 @@ def bare_train(xtr, ytr, xva, yva, n_classes: int, epochs: int, batch: int, lr: 
 
 
 class BoardPoller:
-    """Drains dlmine's ProgressBoard often, stamping each epoch event with time.monotonic()
-    (the loop's own timestamps are relative to the worker's start)."""
+    """Drains dlmine's ProgressBoard as the runner's BoardWatcher does (every 0.5 s), stamping
+    each epoch event with time.monotonic() (the loop's own timestamps are relative to its start)."""
 
-    def __init__(self, board, interval: float = 0.1, on_event=None):
+    def __init__(self, board, interval: float = 0.5, on_event=None):
         self.board, self.interval, self.on_event = board, interval, on_event
         self.events: list[tuple[float, dict]] = []
         self._stop = threading.Event()
@@ -511,10 +518,16 @@ def run(args) -> dict:
                 for k, b in (("bare #1", bare1), ("bare #2", bare2)):
                     windows[f"train: {k} steady epochs (2..E)"] = (b["history"][0]["end_monotonic"],
                                                                   b["history"][-1]["end_monotonic"])
+            offsets = [t - ours_t["start"] for t, _ in ev]
+            phases = {}
+            if ev:  # where the fit's wall time goes: before the loop's first line, in it, after it
+                loop_start = offsets[0] - outcome.history[0]["elapsed_seconds"]
+                phases = {"startup_s": loop_start, "loop_s": outcome.history[-1]["elapsed_seconds"],
+                          "teardown_s": ours_t["wall_s"] - loop_start - outcome.history[-1]["elapsed_seconds"]}
             res["train"] = {
                 "rows_train": int(ours_d["rows_split"][0]), "rows_valid": int(ours_d["rows_split"][1]),
-                "ours": {"history": outcome.history, "fit_wall_s": ours_t["wall_s"],
-                         "epoch_event_offsets_s": [round(t - ours_t["start"], 3) for t, _ in ev]},
+                "ours": {"history": outcome.history, "fit_wall_s": ours_t["wall_s"], "fit_phases": phases,
+                         "epoch_event_offsets_s": [round(o, 3) for o in offsets]},
                 "bare_1": bare1, "bare_2": bare2, "bare_in_ray_task": bare_task,
             }
 
@@ -603,8 +616,12 @@ def print_report(res: dict) -> None:
     for k in ("bare_1", "bare_2", "bare_in_ray_task"):
         if t.get(k):
             print(f"{'':21}{k}: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in t[k]["history"]))
-    print("ours epoch seconds (incl. validation): " + ", ".join(f"{h['epoch_seconds']:.2f}" for h in oh)
-          + f"; in-loop total {sum(h['epoch_seconds'] for h in oh):.2f} s of {t['ours']['fit_wall_s']:.2f} s fit wall")
+    print("ours epoch seconds (incl. validation): " + ", ".join(f"{h['epoch_seconds']:.2f}" for h in oh))
+    ph = t["ours"].get("fit_phases")
+    if ph:
+        print(f"ours fit wall {t['ours']['fit_wall_s']:.2f} s = before the loop starts ~{ph['startup_s']:.1f} s "
+              f"+ loop {ph['loop_s']:.1f} s (epochs, validation, checkpoints) + after it ~{ph['teardown_s']:.1f} s "
+              "(progress events are polled every 0.5 s)")
     d = res["data"]
     print("data ours: read+stats {:.2f} s, encode+materialize {:.2f} s ({}); bare: read_table {:.2f} s, scaling {:.2f} s"
           .format(d["ours"]["read_profile_s"], d["ours"]["encode_materialize_s"],

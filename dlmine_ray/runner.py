@@ -136,11 +136,17 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     train_sets = {k: v for k, v in splits.items() if k in ("train", "valid")}
     keep_in = os.path.join(local_storage, "best")
     leaderboard = None
+    trainer_used = "tune"
     t0 = time.perf_counter()
     with BoardWatcher(board, rep):
         if spec.tune is None:
-            rep.stage("training", f"{spec.scaling.num_workers} Ray Train worker(s), up to {spec.train.epochs} epochs")
-            outcome = _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in)
+            from dlmine_ray.train.trainer import use_ray_train
+
+            big = use_ray_train(spec, splits["train"].size_bytes())
+            where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
+            trainer_used = "ray_train" if big else "task"
+            rep.stage("training", f"{where}, up to {spec.train.epochs} epochs")
+            outcome = _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in, big)
         else:
             from dlmine_ray.tune.search import run_tune
 
@@ -170,6 +176,7 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     metrics.update(task.test_metrics(pred[d.target], pred, prep.target_info_))
     metrics.update({"rows_train": profile.rows[0], "rows_valid": profile.rows[1], "rows_test": profile.rows[2],
                     "train_seconds": round(train_seconds, 3), "epochs_run": len(outcome.history),
+                    "trainer": trainer_used,
                     "best_epoch": outcome.best.get("epoch")})
 
     if spec.compare_baselines:
@@ -209,11 +216,13 @@ def _arrow(df: pd.DataFrame):
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
-def _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in):
-    from dlmine_ray.train.trainer import fit_with_ray_train
+def _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in, ray_train: bool):
+    from dlmine_ray.train.trainer import fit_in_task, fit_with_ray_train
 
     try:
-        return fit_with_ray_train(spec, train_sets, layout, storage, board, cluster_cpus, keep_in)
+        if ray_train:
+            return fit_with_ray_train(spec, train_sets, layout, storage, board, cluster_cpus, keep_in)
+        return fit_in_task(spec, train_sets, layout, board, cluster_cpus, keep_in)
     except DlmineError:
         raise
     except Exception as err:

@@ -92,6 +92,15 @@ class ScalingSpec(_Strict):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: Optional[float] = Field(None, gt=0.0, description="default: the cluster's CPUs / workers")
+    trainer: Literal["auto", "ray_train", "task"] = Field(
+        "auto", description="ray_train: a TorchTrainer; task: one Ray task (one worker, small data); "
+                            "auto: a TorchTrainer for several workers, GPUs or 64 MB+ of training data")
+
+    @model_validator(mode="after")
+    def _task_is_single_worker(self):
+        if self.trainer == "task" and self.num_workers > 1:
+            raise ValueError("scaling.trainer 'task' trains on one worker; use ray_train for num_workers > 1")
+        return self
 
 
 class TuneSpec(_Strict):

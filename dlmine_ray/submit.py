@@ -51,12 +51,21 @@ def submit(job_file: str, address: str, output: Optional[str] = None, overrides=
     with tempfile.TemporaryDirectory(prefix="dlmine_submit_") as wd:
         Path(wd, "job.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         entry = f"python -m dlmine_ray.cli run job.yaml --output {shlex.quote(out)}" + (" --overwrite" if overwrite else "")
-        sub_id = client.submit_job(
-            entrypoint=entry,
-            runtime_env={"working_dir": wd, "py_modules": [os.path.dirname(dlmine_ray.__file__)],
-                         "env_vars": dict(RAY_ENV_DEFAULTS)},
-            metadata={"dlmine_job": spec.name, "dlmine_output": out},
-        )
+        retry_until = time.monotonic() + 120
+        while True:
+            try:
+                sub_id = client.submit_job(
+                    entrypoint=entry,
+                    runtime_env={"working_dir": wd, "py_modules": [os.path.dirname(dlmine_ray.__file__)],
+                                 "env_vars": dict(RAY_ENV_DEFAULTS)},
+                    metadata={"dlmine_job": spec.name, "dlmine_output": out},
+                )
+                break
+            except RuntimeError as err:
+                # a cluster that has just started answers before its job agent is ready
+                if "No available agent" not in str(err) or time.monotonic() > retry_until:
+                    raise
+                time.sleep(2)
     echo(f"submitted {sub_id} (job '{spec.name}'), output on the cluster: {out}")
     if not wait:
         return sub_id, str(client.get_job_status(sub_id))

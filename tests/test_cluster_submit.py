@@ -29,12 +29,20 @@ def head(tmp_path):
     # and the Jobs client must then send the token (see jobs/README.md)
     subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     gcs, dash = _free_port(), _free_port()
+    # every fixed-default port gets a free one: the agents of another Ray on this machine (the
+    # test session's own) already hold the defaults, and the job agent would never come up
+    extra_ports = []
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port",
+                 "--ray-client-server-port"):
+        extra_ports += [flag, str(_free_port())]
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     log = open(os.path.join(temp, "head.log"), "w")
     proc = subprocess.Popen(
         ["ray", "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
          "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--include-dashboard", "true", "--temp-dir", str(temp), "--object-store-memory", str(300 * 2**20)],
+         "--include-dashboard", "true", "--temp-dir", str(temp), "--object-store-memory", str(300 * 2**20),
+         *extra_ports],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.monotonic() + 120

@@ -57,8 +57,11 @@ def test_classify_run_writes_the_contract_and_predict_matches(tmp_path, capsys, 
 
     # a second run into the same folder needs --overwrite, and then replaces it
     assert main(["run", job, "--output", str(out), "--set", "train.epochs=1"]) == 2
-    assert main(["run", job, "--output", str(out), "--set", "train.epochs=1", "--overwrite"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+    assert m["trainer"] == "task"  # a small single-worker job skips the TorchTrainer start-up
+    assert main(["run", job, "--output", str(out), "--set", "train.epochs=1", "--set", "scaling.trainer=ray_train",
+                 "--overwrite"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["epochs_run"] == 1 and again["trainer"] == "ray_train"
 
 
 def test_regress_csv_with_two_workers(tmp_path, ray_local):
@@ -73,7 +76,7 @@ def test_regress_csv_with_two_workers(tmp_path, ray_local):
                     scaling={"num_workers": 2, "cpus_per_worker": 1})
     assert main(["run", job, "--output", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert REGRESS_KEYS <= set(m)
+    assert REGRESS_KEYS <= set(m) and m["trainer"] == "ray_train"
     assert m["r2"] > 0.8, m  # target = 3 * (linear signal) + small noise
     pred = pd.read_parquet(out / "predictions.parquet")
     assert len(pred) == m["rows_test"] and {"row_id", "target", "prediction"} <= set(pred.columns)

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn import metrics as skm
 
 from dlmine_ray.tasks.base import Task
 
@@ -70,6 +69,8 @@ class ClassifyTask(Task):
 
 
 def _classification_metrics(y_true, y_pred, proba, classes) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     y_true = np.asarray(y_true, dtype=object)
     y_pred = np.asarray(y_pred, dtype=object)
     out = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch.nn.functional as F
-from sklearn import metrics as skm
 
 from dlmine_ray.tasks.base import Task
 
@@ -48,6 +47,8 @@ class RegressTask(Task):
 
 
 def _regression_metrics(y, p) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     return {
         "rmse": float(np.sqrt(skm.mean_squared_error(y, p))),
         "mae": float(skm.mean_absolute_error(y, p)),

@@ -3,8 +3,9 @@
 ``run_loop`` trains any task's model: it streams batches from the worker's dataset shard,
 reports metrics every epoch, checkpoints on improvement, and stops early. Where it runs is
 abstracted by a small ``LoopEnv``: ``TrainEnv`` inside a Ray Train (TorchTrainer) worker, one or
-many, CPU or GPU; ``TuneEnv`` inside a single-worker Tune trial, where starting a TorchTrainer
-per trial would cost more than the trial itself (see ``tune/``).
+many, CPU or GPU; ``TuneEnv`` inside a single-worker Tune trial; ``TaskEnv`` inside one Ray
+task, for small single-worker jobs where starting a TorchTrainer would cost more than the
+training itself (see ``train/trainer.py``).
 """
 
 from __future__ import annotations
@@ -163,6 +164,24 @@ class TuneEnv(LoopEnv):
         tune.report(metrics, checkpoint=ckpt)
 
 
+class TaskEnv(LoopEnv):
+    """Inside one Ray task: the datasets are passed in; the last checkpoint is kept in memory
+    (weights and history as bytes) and returned by the task, so it works on any node."""
+
+    def __init__(self, datasets: dict, use_gpu: bool):
+        self.datasets = datasets
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.last_checkpoint: Optional[dict[str, bytes]] = None
+
+    def shard(self, name):
+        return self.datasets.get(name)
+
+    def report(self, metrics, checkpoint_dir):
+        if checkpoint_dir:
+            self.last_checkpoint = {f: open(os.path.join(checkpoint_dir, f), "rb").read()
+                                    for f in os.listdir(checkpoint_dir)}
+
+
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -232,6 +251,9 @@ def run_loop(config: dict, env: LoopEnv) -> None:
         metrics["epoch_seconds"] = time.perf_counter() - t0
         metrics["elapsed_seconds"] = time.perf_counter() - started
         history.append(metrics)
+        if not np.isfinite(metrics["train_loss"]) or not np.isfinite(metrics["val_loss"]):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss is {metrics['train_loss']}); "
+                                     "lower train.lr or check the data")
         improved = metrics["val_loss"] < best_loss - 1e-12
         if improved:
             best_loss, best, stale = metrics["val_loss"], dict(metrics), 0

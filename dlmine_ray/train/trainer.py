@@ -49,6 +49,50 @@ def loop_config(spec, layout: dict, progress=None, trial: Optional[str] = None, 
     }
 
 
+#: below this size (encoded training split), a single-worker CPU job trains in one Ray task
+SMALL_JOB_BYTES = 64 * 2**20
+
+
+def use_ray_train(spec, train_bytes: int) -> bool:
+    """Whether a run trains with a TorchTrainer (``scaling.trainer``; ``auto`` picks one for
+    several workers, GPUs, or a training split of SMALL_JOB_BYTES or more)."""
+    mode = spec.scaling.trainer
+    if mode != "auto":
+        return mode == "ray_train"
+    return spec.scaling.num_workers > 1 or spec.scaling.use_gpu or train_bytes >= SMALL_JOB_BYTES
+
+
+def fit_in_task(spec, datasets: dict, layout: dict, progress=None, cluster_cpus: float = 1.0,
+                keep_in: str = "") -> TrainOutcome:
+    """Train a small job with the same loop in one Ray task: no worker group, controller or
+    process group to start (a TorchTrainer's fixed cost is several seconds)."""
+    import ray
+
+    from dlmine_ray.train.loop import TaskEnv, run_loop
+
+    cpus = worker_cpus(spec, cluster_cpus)
+
+    @ray.remote(num_cpus=cpus, num_gpus=1 if spec.scaling.use_gpu else 0)
+    def train_task(config, sets):
+        env = TaskEnv(sets, spec.scaling.use_gpu)
+        run_loop(config, env)
+        return env.last_checkpoint
+
+    t0 = time.perf_counter()
+    files = ray.get(train_task.remote(loop_config(spec, layout, progress, None, cpus), datasets))
+    seconds = time.perf_counter() - t0
+    if not files:
+        raise RuntimeError("training finished without a checkpoint")
+    d = os.path.join(keep_in, "checkpoint")
+    os.makedirs(d, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    out = read_checkpoint(d, keep_in)
+    out.seconds = seconds
+    return out
+
+
 def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progress=None,
                        cluster_cpus: float = 1.0, keep_in: str = "", callbacks=None) -> TrainOutcome:
     """Train with a TorchTrainer; return the best checkpoint's weights and history."""

@@ -1,0 +1,98 @@
+"""Fixed cost of small work, from command to results, side by side in one run.
+
+  python benchmarks/bench_fixed_cost.py [--repeats 2]
+
+Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
+  1. a tiny job (300 rows, 1 epoch) with the small-job path (`scaling.trainer: task`),
+  2. the same job with a TorchTrainer (`scaling.trainer: ray_train`),
+  3. the same job tuned with 1 trial, and with 3 trials (the difference / 2 is the cost of one
+     more trial),
+and prints the per-stage times each run reports, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+def _tiny_table(path: Path, rows: int = 300) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4))
+    df = pd.DataFrame({"row_id": np.arange(rows), **{f"x{i}": x[:, i] for i in range(4)}})
+    df["label"] = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
+    df.to_parquet(path)
+
+
+def _run(job: dict, workdir: Path, name: str) -> dict:
+    jf = workdir / f"{name}.yaml"
+    jf.write_text(yaml.safe_dump(job))
+    out = workdir / f"out-{name}"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "run", str(jf), "--output", str(out),
+                           "--overwrite"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
+    stages = {}
+    for line in proc.stderr.splitlines():
+        line = line.strip()
+        if line.endswith("s") and " took " in line:
+            stage, secs = line.rsplit(" took ", 1)
+            stages[stage] = float(secs[:-1])
+    m = json.loads((out / "metrics.json").read_text())
+    return {"wall": wall, "train_seconds": m["train_seconds"], "stages": stages}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        _tiny_table(work / "tiny.parquet")
+        base = {"name": "tiny", "task": "classify",
+                "data": {"path": str(work / "tiny.parquet"), "target": "label", "id": "row_id"},
+                "model": {"hidden": [16]}, "train": {"epochs": 1, "batch_size": 64}, "compare_baselines": False}
+        space = {"train.lr": {"loguniform": [0.001, 0.01]}}
+        cases = {
+            "tiny job, task trainer": {**base, "scaling": {"trainer": "task"}},
+            "tiny job, TorchTrainer": {**base, "scaling": {"trainer": "ray_train"}},
+            "tuned, 1 trial": {**base, "tune": {"num_samples": 1, "scheduler": "fifo", "space": space}},
+            "tuned, 3 trials": {**base, "tune": {"num_samples": 3, "scheduler": "fifo", "space": space,
+                                                 "max_concurrent": 1}},
+        }
+        results = {k: [] for k in cases}
+        for r in range(args.repeats):  # interleaved, so that drift hits every case alike
+            for i, (name, job) in enumerate(cases.items()):
+                results[name].append(_run(job, work, f"c{i}"))
+        print(f"\nfixed cost, median of {args.repeats} fresh processes (2-core machine):")
+        print(f"{'case':28s} {'wall s':>8s} {'train/tune s':>13s}  stages")
+        med = {}
+        for name, rs in results.items():
+            wall = statistics.median(r["wall"] for r in rs)
+            train = statistics.median(r["train_seconds"] for r in rs)
+            med[name] = (wall, train)
+            st = rs[-1]["stages"]
+            print(f"{name:28s} {wall:8.1f} {train:13.1f}  " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
+        t_task, t_tt = med["tiny job, task trainer"][1], med["tiny job, TorchTrainer"][1]
+        print(f"\ntraining time, task / TorchTrainer: {t_task / t_tt:.2f}  "
+              f"(whole command: {med['tiny job, task trainer'][0] / med['tiny job, TorchTrainer'][0]:.2f})")
+        per_trial = (med["tuned, 3 trials"][1] - med["tuned, 1 trial"][1]) / 2
+        print(f"one more tuning trial (1 epoch, run one at a time): {per_trial:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
