@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -96,14 +97,28 @@ def _summary(result) -> None:
     for row in metrics_table(m).itertuples(index=False):
         base = row[2]
         t.add_row(row[0], f"{row[1]:.4f}", "–" if base is None else f"{base:.4f}")
-    Console().print(t)
+    console = Console()
+    (console if console.is_terminal else Console(width=120)).print(t)
     print(f"results: {result.output}")
+
+
+def _interrupt_on_sigterm() -> None:
+    # `kill` or a scheduler's stop sends SIGTERM; turning it into KeyboardInterrupt lets a run
+    # remove its staging folder, as it does for Ctrl-C, instead of leaving half-written output.
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        pass
 
 
 def main(argv=None) -> int:
     """Entry point of the ``dlmine`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
+    _interrupt_on_sigterm()
     try:
         if args.command == "run":
             from dlmine_ray.runner import run_job

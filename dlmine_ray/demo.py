@@ -28,6 +28,8 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
     from dlmine_ray.runner import run_job
 
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: don't squeeze the table into 80 columns
+        console = Console(width=120)
     results = []
     t0 = time.perf_counter()
     with ray_session(address, verbose):
