@@ -356,6 +356,26 @@ def bare_train_in_ray_task(xtr, ytr, xva, yva, n_classes, epochs, batch, lr, see
         del refs
 
 
+def our_loop_in_process(spec, data: dict, threads: int) -> dict:
+    """Diagnostic: dlmine_ray's generic loop (run_loop) run right here, on the same materialized
+    splits, with no Ray Train around it: separates the loop's own cost from Ray Train's."""
+    from dlmine_ray.train.loop import LoopEnv, run_loop
+    from dlmine_ray.train.trainer import loop_config
+
+    history: list[dict] = []
+
+    class LocalEnv(LoopEnv):
+        def shard(self, name):
+            return data["splits"].get(name)
+
+        def report(self, metrics, checkpoint_dir):
+            history.append(dict(metrics))
+
+    t0 = time.perf_counter()
+    run_loop(loop_config(spec, data["layout"], None, None, threads), LocalEnv())
+    return {"history": history, "wall_s": time.perf_counter() - t0}
+
+
 # -- (c) inference ----------------------------------------------------------------------------
 
 def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch: int = 8192) -> dict:
@@ -501,6 +521,10 @@ def run(args) -> dict:
             if not args.no_ray_task:
                 phase("train: bare torch in a Ray task")
                 bare_task = bare_train_in_ray_task(*targs)
+            our_loop = None
+            if not args.no_local_loop:
+                phase("train: our loop in this process")
+                our_loop = our_loop_in_process(spec, ours_d, threads)
             phase("train: ours TorchTrainer fit")
             ours_t = ours_train(spec, ours_d, str(work / "storage"), on_event=tick)
             phase("train: bare torch #2")
@@ -528,7 +552,7 @@ def run(args) -> dict:
                 "rows_train": int(ours_d["rows_split"][0]), "rows_valid": int(ours_d["rows_split"][1]),
                 "ours": {"history": outcome.history, "fit_wall_s": ours_t["wall_s"], "fit_phases": phases,
                          "epoch_event_offsets_s": [round(o, 3) for o in offsets]},
-                "bare_1": bare1, "bare_2": bare2, "bare_in_ray_task": bare_task,
+                "bare_1": bare1, "bare_2": bare2, "bare_in_ray_task": bare_task, "our_loop_in_process": our_loop,
             }
 
             # (c) inference
@@ -571,10 +595,12 @@ def summarize(res: dict) -> list[dict]:
     add("train whole fit wall (s)", t["ours"]["fit_wall_s"], bare_wall, "s")
     add("train fit samples/s (epochs*rows/wall)", len(oh) * n_tr / t["ours"]["fit_wall_s"], len(b1) * n_tr / bare_wall,
         "samples/s")
-    if t.get("bare_in_ray_task"):
-        bt = t["bare_in_ray_task"]["history"]
-        if steady_bare:
-            add("  diag: bare loop in a Ray task (steady)", _steady(bt), max(steady_bare), "samples/s")
+    if t.get("bare_in_ray_task") and steady_bare:
+        add("  diag: bare loop in a Ray task (steady)", _steady(t["bare_in_ray_task"]["history"]), max(steady_bare),
+            "samples/s")
+    if t.get("our_loop_in_process") and steady_bare:
+        add("  diag: our loop, no Ray Train (steady)", _steady(t["our_loop_in_process"]["history"]), max(steady_bare),
+            "samples/s")
     d = res["data"]
     n = d["ours"]["rows"]
     add("data rows/s (read+prep, total)", n / d["ours"]["total_s"], n / d["bare"]["total_s"], "rows/s")
@@ -614,7 +640,7 @@ def print_report(res: dict) -> None:
     print()
     oh = t["ours"]["history"]
     print("per epoch samples/s  ours: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in oh))
-    for k in ("bare_1", "bare_2", "bare_in_ray_task"):
+    for k in ("bare_1", "bare_2", "bare_in_ray_task", "our_loop_in_process"):
         if t.get(k):
             print(f"{'':21}{k}: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in t[k]["history"]))
     print("ours epoch seconds (incl. validation): " + ", ".join(f"{h['epoch_seconds']:.2f}" for h in oh))
@@ -663,6 +689,8 @@ def main(argv=None) -> int:
     p.add_argument("--tmp", default=None, help="folder for the temporary data and model (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data and model folder")
     p.add_argument("--no-ray-task", action="store_true", help="skip the bare-loop-in-a-Ray-task diagnostic")
+    p.add_argument("--no-local-loop", action="store_true",
+                   help="skip the diagnostic that runs dlmine_ray's loop in this process without Ray Train")
     p.add_argument("--no-sampler", action="store_true", help="do not sample RSS/CPU of the process tree")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="first wait up to S seconds for the machine's CPU to be < 15%% busy")

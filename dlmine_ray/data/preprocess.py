@@ -95,8 +95,9 @@ class TabularPreprocessor:
             out[:, j] = (v - mean) / std
             j += 1
         for c, cats in self.categorical_:
-            codes = pd.Categorical(df[c].astype("string").astype(object).where(df[c].notna(), None),
-                                   categories=cats).codes
+            # get_indexer: -1 for missing and unseen values, which then encode as all zeros
+            values = df[c].astype(str).where(df[c].notna(), None)
+            codes = pd.Index(cats, dtype=object).get_indexer(values.to_numpy(dtype=object))
             rows = np.nonzero(codes >= 0)[0]
             out[rows, j + codes[rows]] = 1.0
             j += len(cats)
@@ -106,11 +107,8 @@ class TabularPreprocessor:
         """Encode a target column: class index (int64) or standardised value (float32)."""
         if self.target_kind == "categorical":
             classes = self.target_info_["classes"]
-            if all(isinstance(c, str) for c in classes):
-                codes = pd.Categorical(s.astype(str), categories=classes).codes
-            else:
-                codes = pd.Categorical(s, categories=classes).codes
-            return codes.astype(np.int64)
+            values = s.astype(str) if all(isinstance(c, str) for c in classes) else s
+            return pd.Index(classes).get_indexer(values.to_numpy()).astype(np.int64)
         v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
         return ((v - self.target_info_["target_mean"]) / self.target_info_["target_std"]).astype(np.float32)
 
