@@ -56,6 +56,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 TARGET, ID = "label", "row_id"
+TRAINER_LABEL = {"ray_train": "TorchTrainer", "task": "Ray task"}
 
 
 # -- measuring helpers ---------------------------------------------------------------------
@@ -203,10 +204,10 @@ def bench_data_bare(folder: str, features: list[str]) -> dict:
 
 def bench_data_ours(folder: str, spec) -> dict:
     """dlmine_ray's data path, as runner._run does it: read, stats pass, fit, encode + materialize."""
+    from dlmine_ray import runner
     from dlmine_ray.data.preprocess import TabularPreprocessor
     from dlmine_ray.data.profile import profile_dataset
     from dlmine_ray.data.read import read_dataset
-    from dlmine_ray.runner import _encoded_split, _with_split
     from dlmine_ray.tasks import get_task
 
     task = get_task(spec.task)
@@ -219,16 +220,21 @@ def bench_data_ours(folder: str, spec) -> dict:
     drop = {d.target, *d.ignore, *([d.id] if d.id else [])}
     features = [c for c in profile.order if c not in drop]
     prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)
-    ds_split = _with_split(ds, spec)
-    splits, split_s = {}, {}
-    for name, code in (("train", 0), ("test", 2), ("valid", 1)):
-        ts = time.perf_counter()
-        splits[name] = _encoded_split(ds_split, prep, code)
-        split_s[name] = time.perf_counter() - ts
+    ds_split = runner._with_split(ds, spec)
+    split_s = {}
+    if hasattr(runner, "_encoded_splits"):  # one encode pass, splits cut from the object store
+        splits = runner._encoded_splits(ds_split, prep, d.split.valid > 0)
+    else:  # older runner: one pass over the files per split
+        splits = {}
+        for name, code in (("train", 0), ("test", 2), ("valid", 1)):
+            ts = time.perf_counter()
+            splits[name] = runner._encoded_split(ds_split, prep, code)
+            split_s[name] = time.perf_counter() - ts
     t2 = time.perf_counter()
-    layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": True}
+    layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": "valid" in splits}
     return {"rows": profile.n_rows, "rows_split": list(profile.rows), "read_profile_s": t1 - t0,
             "encode_materialize_s": t2 - t1, "encode_per_split_s": split_s, "total_s": t2 - t0,
+            "train_bytes": int(splits["train"].size_bytes()),
             "splits": splits, "prep": prep, "layout": layout, "features": features}
 
 
@@ -320,24 +326,38 @@ class BoardPoller:
         self._drain()
 
 
-def ours_train(spec, data: dict, storage: str, on_event=None) -> dict:
-    """fit_with_ray_train on the encoded train/valid splits, as runner._fit calls it."""
+def ours_train(spec, data: dict, storage: str, trainer: str, on_event=None) -> dict:
+    """dlmine_ray's training on the encoded train/valid splits, as runner._fit calls it:
+    ``trainer`` "ray_train" (fit_with_ray_train: a TorchTrainer) or "task" (fit_in_task: the same
+    loop in one Ray task, which the runner picks for small single-worker jobs)."""
     import ray
 
     from dlmine_ray.progress import make_board
-    from dlmine_ray.train.trainer import fit_with_ray_train
+    from dlmine_ray.train import trainer as tr
 
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    train_sets = {k: data["splits"][k] for k in ("train", "valid")}
+    train_sets = {k: data["splits"][k] for k in ("train", "valid") if k in data["splits"]}
     board = make_board()
     keep_in = os.path.join(storage, "best")
     start = time.monotonic()
     t0 = time.perf_counter()
     with BoardPoller(board, on_event=on_event) as poller:
-        outcome = fit_with_ray_train(spec, train_sets, data["layout"], storage, board, cluster_cpus, keep_in)
+        if trainer == "ray_train":
+            outcome = tr.fit_with_ray_train(spec, train_sets, data["layout"], storage, board, cluster_cpus, keep_in)
+        else:
+            outcome = tr.fit_in_task(spec, train_sets, data["layout"], board, cluster_cpus, keep_in)
     wall = time.perf_counter() - t0
     ray.kill(board)
     return {"outcome": outcome, "wall_s": wall, "events": poller.events, "start": start}
+
+
+def product_trainer(spec, train_bytes: int) -> str:
+    """The training path the runner picks for this job ("ray_train" or "task")."""
+    from dlmine_ray.train import trainer as tr
+
+    if not hasattr(tr, "use_ray_train"):
+        return "ray_train"
+    return "ray_train" if tr.use_ray_train(spec, train_bytes) else "task"
 
 
 def bare_train_in_ray_task(xtr, ytr, xva, yva, n_classes, epochs, batch, lr, seed, threads) -> dict:
@@ -354,6 +374,41 @@ def bare_train_in_ray_task(xtr, ytr, xva, yva, n_classes, epochs, batch, lr, see
         return ray.get(run.remote(*refs))
     finally:
         del refs
+
+
+def bare_train_in_torchtrainer(xtr, ytr, xva, yva, n_classes, epochs, batch, lr, seed, threads, storage) -> dict:
+    """Diagnostic: the bare loop as the train function of a TorchTrainer (1 worker, ``threads``
+    CPUs, no datasets, no checkpoints): Ray Train's own cost, without dlmine_ray's loop or Ray
+    Data's dataset shards."""
+    import uuid
+
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from dlmine_ray.progress import make_board
+
+    board = make_board()
+    refs = [ray.put(t) for t in (xtr, ytr, xva, yva)]
+
+    def fn(config):
+        tensors = [ray.get(r) for r in config["refs"]]
+        out = bare_train(*tensors, n_classes, epochs, batch, lr, seed, threads)
+        config["board"].put.remote(out)
+        ray.train.report({"done": 1})
+
+    trainer = TorchTrainer(
+        fn, train_loop_config={"refs": refs, "board": board},
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
+        run_config=ray.train.RunConfig(name=f"bench-bare-{uuid.uuid4().hex[:8]}", storage_path=storage),
+    )
+    t0 = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - t0
+    out = ray.get(board.drain.remote())[0]
+    ray.kill(board)
+    out["fit_wall_s"] = wall
+    return out
 
 
 def our_loop_in_process(spec, data: dict, threads: int) -> dict:
@@ -518,42 +573,56 @@ def run(args) -> dict:
             phase("train: bare torch #1")
             bare1 = bare_train(*targs, on_epoch=tick)
             bare_task = None
-            if not args.no_ray_task:
+            if args.diagnostics:
                 phase("train: bare torch in a Ray task")
                 bare_task = bare_train_in_ray_task(*targs)
+            bare_tt = None
+            if args.diagnostics:
+                phase("train: bare torch in a TorchTrainer")
+                bare_tt = bare_train_in_torchtrainer(*targs, str(work / "storage-bare"))
             our_loop = None
-            if not args.no_local_loop:
+            if args.diagnostics:
                 phase("train: our loop in this process")
                 our_loop = our_loop_in_process(spec, ours_d, threads)
-            phase("train: ours TorchTrainer fit")
-            ours_t = ours_train(spec, ours_d, str(work / "storage"), on_event=tick)
+            product = product_trainer(spec, ours_d["train_bytes"])
+            paths = ["ray_train", "task"] if args.trainer == "both" else \
+                [product if args.trainer == "auto" else args.trainer]
+            ours_runs = {}
+            for path in paths:
+                phase(f"train: ours {TRAINER_LABEL[path]}")
+                ours_runs[path] = ours_train(spec, ours_d, str(work / f"storage-{path}"), path, on_event=tick)
             phase("train: bare torch #2")
             bare2 = bare_train(*targs, on_epoch=tick)
             phase("saving the model folder")
-            outcome = ours_t["outcome"]
+            outcome = ours_runs[product if product in ours_runs else paths[0]]["outcome"]
             model_dir = str(work / "model")
             save_model_dir(model_dir, outcome.state_path, ours_d["prep"], spec.task, spec.model.model_dump(),
                            {"job": spec.name, "best_epoch": outcome.best.get("epoch")})
             del xtr, ytr, xva, yva, targs
             ours_d["splits"].clear()
-            ev = ours_t["events"]
-            if len(ev) >= 2:  # from the end of epoch 1 to the end of the last epoch (incl. validation)
-                windows["train: ours steady epochs (2..E)"] = (ev[0][0], ev[-1][0])
-                for k, b in (("bare #1", bare1), ("bare #2", bare2)):
-                    windows[f"train: {k} steady epochs (2..E)"] = (b["history"][0]["end_monotonic"],
-                                                                  b["history"][-1]["end_monotonic"])
-            offsets = [t - ours_t["start"] for t, _ in ev]
-            phases = {}
-            if ev:  # where the fit's wall time goes: before the loop's first line, in it, after it
-                loop_start = offsets[0] - outcome.history[0]["elapsed_seconds"]
-                phases = {"startup_s": loop_start, "loop_s": outcome.history[-1]["elapsed_seconds"],
-                          "teardown_s": ours_t["wall_s"] - loop_start - outcome.history[-1]["elapsed_seconds"]}
             res["train"] = {
                 "rows_train": int(ours_d["rows_split"][0]), "rows_valid": int(ours_d["rows_split"][1]),
-                "ours": {"history": outcome.history, "fit_wall_s": ours_t["wall_s"], "fit_phases": phases,
-                         "epoch_event_offsets_s": [round(o, 3) for o in offsets]},
-                "bare_1": bare1, "bare_2": bare2, "bare_in_ray_task": bare_task, "our_loop_in_process": our_loop,
+                "train_bytes": ours_d["train_bytes"], "product_trainer": product,
+                "bare_1": bare1, "bare_2": bare2, "bare_in_ray_task": bare_task,
+                "bare_in_torchtrainer": bare_tt, "our_loop_in_process": our_loop,
             }
+            for k, b in (("bare #1", bare1), ("bare #2", bare2)):
+                if len(b["history"]) >= 2:  # from the end of epoch 1 to the end of the last epoch
+                    windows[f"train: {k} steady epochs (2..E)"] = (b["history"][0]["end_monotonic"],
+                                                                  b["history"][-1]["end_monotonic"])
+            for path, run in ours_runs.items():
+                ev, hist = run["events"], run["outcome"].history
+                if len(ev) >= 2:  # epoch events come after each epoch's validation, as for bare
+                    windows[f"train: ours {TRAINER_LABEL[path]} steady epochs (2..E)"] = (ev[0][0], ev[-1][0])
+                offsets = [t - run["start"] for t, _ in ev]
+                phases = {}
+                if ev:  # where the fit's wall time goes: before the loop's first line, in it, after it
+                    loop_start = offsets[0] - hist[0]["elapsed_seconds"]
+                    phases = {"startup_s": loop_start, "loop_s": hist[-1]["elapsed_seconds"],
+                              "teardown_s": run["wall_s"] - loop_start - hist[-1]["elapsed_seconds"]}
+                res["train"]["ours" if path == "ray_train" else "ours_task"] = {
+                    "history": hist, "fit_wall_s": run["wall_s"], "fit_phases": phases,
+                    "epoch_event_offsets_s": [round(o, 3) for o in offsets]}
 
             # (c) inference
             phase("inference")
@@ -582,22 +651,31 @@ def summarize(res: dict) -> list[dict]:
         rows.append({"measure": measure, "ours": ours, "bare": bare, "ratio": _ratio(ours, bare), "unit": unit})
 
     t = res["train"]
-    oh = t["ours"]["history"]
     b1, b2 = t["bare_1"]["history"], t["bare_2"]["history"]
     n_tr = t["rows_train"]
     # The bare loop runs before and after ours; the better of the two is used. Other load on a
     # shared machine only ever slows a run down, so this is the conservative choice for the ratio.
     steady_bare = [v for v in (_steady(b1), _steady(b2)) if v is not None]
-    add("train samples/s (steady, epoch 2+)", _steady(oh), max(steady_bare) if steady_bare else None, "samples/s")
-    add("train samples/s (epoch 1)", oh[0]["samples_per_s"], max(b1[0]["samples_per_s"], b2[0]["samples_per_s"]),
-        "samples/s")
     bare_wall = min(t["bare_1"]["wall_s"], t["bare_2"]["wall_s"])
-    add("train whole fit wall (s)", t["ours"]["fit_wall_s"], bare_wall, "s")
-    add("train fit samples/s (epochs*rows/wall)", len(oh) * n_tr / t["ours"]["fit_wall_s"], len(b1) * n_tr / bare_wall,
-        "samples/s")
+    product = t.get("product_trainer", "ray_train")
+    for key, path in (("ours", "ray_train"), ("ours_task", "task")):
+        if not t.get(key):
+            continue
+        oh = t[key]["history"]
+        tag = f" [{TRAINER_LABEL[path]}{'*' if path == product else ''}]"
+        add("train samples/s, steady (epoch 2+)" + tag, _steady(oh), max(steady_bare) if steady_bare else None,
+            "samples/s")
+        add("train samples/s, epoch 1" + tag, oh[0]["samples_per_s"],
+            max(b1[0]["samples_per_s"], b2[0]["samples_per_s"]), "samples/s")
+        add("train whole fit wall (s)" + tag, t[key]["fit_wall_s"], bare_wall, "s")
+        add("train fit samples/s (epochs*rows/wall)" + tag, len(oh) * n_tr / t[key]["fit_wall_s"],
+            len(b1) * n_tr / bare_wall, "samples/s")
     if t.get("bare_in_ray_task") and steady_bare:
         add("  diag: bare loop in a Ray task (steady)", _steady(t["bare_in_ray_task"]["history"]), max(steady_bare),
             "samples/s")
+    if t.get("bare_in_torchtrainer") and steady_bare:
+        add("  diag: bare loop in a TorchTrainer (steady)", _steady(t["bare_in_torchtrainer"]["history"]),
+            max(steady_bare), "samples/s")
     if t.get("our_loop_in_process") and steady_bare:
         add("  diag: our loop, no Ray Train (steady)", _steady(t["our_loop_in_process"]["history"]), max(steady_bare),
             "samples/s")
@@ -631,29 +709,34 @@ def print_report(res: dict) -> None:
           f"machine: {res['machine']['cpus']} cores, {res['machine']['memory_gib']} GiB")
     print(f"train split {t['rows_train']:,} rows, valid {t['rows_valid']:,} rows; MLP 256-256, AdamW lr 1e-3")
     print()
-    print(f"{'measure':<40}{'ours':>14}{'bare':>14}{'ratio (ours/bare)':>20}")
+    w = max(len(r["measure"]) for r in res["table"]) + 2
+    print(f"{'measure':<{w}}{'ours':>12}{'bare':>12}{'ratio (ours/bare)':>20}")
     for r in res["table"]:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(f"{r['measure']:<40}{_fmt(r['ours'], r['unit']):>14}{_fmt(r['bare'], r['unit']):>14}{ratio:>20}")
+        print(f"{r['measure']:<{w}}{_fmt(r['ours'], r['unit']):>12}{_fmt(r['bare'], r['unit']):>12}{ratio:>20}")
     print("(throughput rows: higher ratio is better, 1.00 = parity; wall-time rows: lower is better;")
-    print(" bare training = the better of two runs, one before and one after ours)")
+    print(" bare training = the better of two runs, one before and one after ours;")
+    print(f" * = the training path run_job picks for this size: encoded train split "
+          f"{t.get('train_bytes', 0) / 2**20:,.0f} MiB)")
     print()
-    oh = t["ours"]["history"]
-    print("per epoch samples/s  ours: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in oh))
-    for k in ("bare_1", "bare_2", "bare_in_ray_task", "our_loop_in_process"):
+    print("per epoch samples/s:")
+    for k in ("ours", "ours_task", "bare_1", "bare_2", "bare_in_ray_task", "bare_in_torchtrainer",
+              "our_loop_in_process"):
         if t.get(k):
-            print(f"{'':21}{k}: " + ", ".join(f"{h['samples_per_s']:,.0f}" for h in t[k]["history"]))
-    print("ours epoch seconds (incl. validation): " + ", ".join(f"{h['epoch_seconds']:.2f}" for h in oh))
-    ph = t["ours"].get("fit_phases")
-    if ph:
-        print(f"ours fit wall {t['ours']['fit_wall_s']:.2f} s = before the loop starts ~{ph['startup_s']:.1f} s "
-              f"+ loop {ph['loop_s']:.1f} s (epochs, validation, checkpoints) + after it ~{ph['teardown_s']:.1f} s "
-              "(progress events are polled every 0.5 s)")
+            label = {"ours": "ours (TorchTrainer)", "ours_task": "ours (Ray task)"}.get(k, k)
+            print(f"  {label:<22}" + ", ".join(f"{h['samples_per_s']:,.0f}" for h in t[k]["history"]))
+    for k in ("ours", "ours_task"):
+        ph = (t.get(k) or {}).get("fit_phases")
+        if ph:
+            label = {"ours": "TorchTrainer", "ours_task": "Ray task"}[k]
+            print(f"ours [{label}] fit wall {t[k]['fit_wall_s']:.2f} s = before the loop's first epoch "
+                  f"~{ph['startup_s']:.1f} s + loop {ph['loop_s']:.1f} s (epochs, validation, checkpoints) "
+                  f"+ after it ~{max(ph['teardown_s'], 0.0):.1f} s")
     d = res["data"]
-    print("data ours: read+stats {:.2f} s, encode+materialize {:.2f} s ({}); bare: read_table {:.2f} s, scaling {:.2f} s"
-          .format(d["ours"]["read_profile_s"], d["ours"]["encode_materialize_s"],
-                  ", ".join(f"{k} {v:.2f} s" for k, v in d["ours"]["encode_per_split_s"].items()),
-                  d["bare"]["read_s"], d["bare"]["scale_s"]))
+    per_split = ", ".join(f"{k} {v:.2f} s" for k, v in d["ours"].get("encode_per_split_s", {}).items())
+    print(f"data ours: read+stats {d['ours']['read_profile_s']:.2f} s, encode+materialize "
+          f"{d['ours']['encode_materialize_s']:.2f} s{f' ({per_split})' if per_split else ''}; "
+          f"bare: read_table {d['bare']['read_s']:.2f} s, scaling {d['bare']['scale_s']:.2f} s")
     i = res["infer"]
     print(f"inference ours: {i['ours_s']:.2f} s; bare forward {i['bare_forward_s']:.2f} s; "
           f"bare read+scale+forward {i['bare_e2e_s']:.2f} s")
@@ -688,9 +771,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write all results as JSON to this path")
     p.add_argument("--tmp", default=None, help="folder for the temporary data and model (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data and model folder")
-    p.add_argument("--no-ray-task", action="store_true", help="skip the bare-loop-in-a-Ray-task diagnostic")
-    p.add_argument("--no-local-loop", action="store_true",
-                   help="skip the diagnostic that runs dlmine_ray's loop in this process without Ray Train")
+    p.add_argument("--trainer", choices=["both", "auto", "ray_train", "task"], default="both",
+                   help="which of dlmine_ray's training paths to measure (auto: the one run_job picks)")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="also run the bare loop in a Ray task and in a TorchTrainer, and dlmine_ray's loop "
+                        "in this process without Ray Train (where does the training gap come from?)")
     p.add_argument("--no-sampler", action="store_true", help="do not sample RSS/CPU of the process tree")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="first wait up to S seconds for the machine's CPU to be < 15%% busy")
