@@ -89,10 +89,12 @@ def make_board():
 
 
 class BoardWatcher:
-    """Context manager: drains a ProgressBoard into a Reporter from a background thread."""
+    """Context manager: drains a ProgressBoard from a background thread into ``sink``, a Reporter
+    or any callable that takes one event dict."""
 
-    def __init__(self, board, reporter: Reporter, interval: float = 0.5):
-        self.board, self.reporter, self.interval = board, reporter, interval
+    def __init__(self, board, sink, interval: float = 0.5):
+        self.board, self.interval = board, interval
+        self.handle = sink.event if isinstance(sink, Reporter) else sink
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -101,7 +103,7 @@ class BoardWatcher:
 
         try:
             for ev in ray.get(self.board.drain.remote(), timeout=10):
-                self.reporter.event(ev)
+                self.handle(ev)
         except Exception:  # progress must never break a run
             pass
 
