@@ -9,18 +9,23 @@ On one synthetic classification dataset (sharded Parquet, made by
 (b) data: dlmine_ray's read + stats pass (``read_dataset`` + ``profile_dataset``) and its
     encode-and-materialize of the train/valid/test splits (as ``runner.py`` does), against
     ``pyarrow.parquet.read_table`` + numpy standard scaling.
-(a) training: the Ray Train path (``fit_with_ray_train``: TorchTrainer running the generic loop
-    on the encoded splits, exactly as ``runner._fit`` calls it) against a bare PyTorch loop over
-    the same encoded tensors in memory: same MLP (256-256, no dropout), batch size, AdamW, the
-    same shuffling (randperm + gather), the same per-epoch validation pass, same thread count.
-    The bare loop runs twice, before and after ours, and the mean is used (drift on a shared
-    machine). A diagnostic row runs the same bare loop inside a plain Ray task.
+(a) training: both of the runner's training paths on the encoded splits, called as
+    ``runner._fit`` calls them: ``fit_with_ray_train`` (a TorchTrainer running the generic loop)
+    and ``fit_in_task`` (the same loop in one Ray task, used for small single-worker jobs),
+    against a bare PyTorch loop over the same encoded tensors in memory: same MLP (256-256, no
+    dropout), batch size, AdamW, the same shuffling (randperm + gather), the same per-epoch
+    validation pass, same thread count. The bare loop runs before and after ours and the better
+    run is the baseline (other load on a shared machine only slows a run down). ``--diagnostics``
+    adds the bare loop inside a plain Ray task and inside a TorchTrainer, and dlmine_ray's loop
+    in this process without Ray Train, to locate a gap.
 (c) inference: ``score_dataset`` over the Parquet files read by Ray Data, consumed fully, against
     a bare torch forward pass over the same rows (same weights) as one in-memory float32 tensor
     in batches of 8192; plus a bare end-to-end variant (read_table + scale + forward + softmax).
 
-It prints a table with ratios ours / bare, and writes everything (per-epoch history, stage
-timings, peak RSS, CPU per process during the steady-state epochs) to ``--json PATH``.
+It prints a table with ratios ours / bare, the cores used by this process tree and by other
+processes in every measured window (a WARNING when other work overlapped a measurement), and
+writes everything (per-epoch histories, stage timings, peak RSS) to ``--json PATH``. See
+benchmarks/README.md for how to read it and for results.
 """
 
 from __future__ import annotations
