@@ -295,49 +295,13 @@ def bare_train(xtr, ytr, xva, yva, n_classes: int, epochs: int, batch: int, lr: 
     return {"history": history, "wall_s": time.perf_counter() - t_start}
 
 
-class BoardPoller:
-    """Drains dlmine's ProgressBoard as the runner's BoardWatcher does (every 0.5 s), stamping
-    each epoch event with time.monotonic() (the loop's own timestamps are relative to its start)."""
-
-    def __init__(self, board, interval: float = 0.5, on_event=None):
-        self.board, self.interval, self.on_event = board, interval, on_event
-        self.events: list[tuple[float, dict]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _drain(self):
-        import ray
-
-        try:
-            events = ray.get(self.board.drain.remote(), timeout=10)
-            for ev in events:
-                self.events.append((time.monotonic(), ev))
-            if events and self.on_event is not None:
-                self.on_event()
-        except Exception:
-            pass
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self._drain()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._drain()
-
-
 def ours_train(spec, data: dict, storage: str, trainer: str, on_event=None) -> dict:
     """dlmine_ray's training on the encoded train/valid splits, as runner._fit calls it:
     ``trainer`` "ray_train" (fit_with_ray_train: a TorchTrainer) or "task" (fit_in_task: the same
     loop in one Ray task, which the runner picks for small single-worker jobs)."""
     import ray
 
-    from dlmine_ray.progress import make_board
+    from dlmine_ray.progress import BoardWatcher, make_board
     from dlmine_ray.train import trainer as tr
 
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -346,14 +310,22 @@ def ours_train(spec, data: dict, storage: str, trainer: str, on_event=None) -> d
     keep_in = os.path.join(storage, "best")
     start = time.monotonic()
     t0 = time.perf_counter()
-    with BoardPoller(board, on_event=on_event) as poller:
+    events: list[tuple[float, dict]] = []
+
+    def sink(ev: dict) -> None:
+        # stamp with time.monotonic(): the loop's own timestamps are relative to its start
+        events.append((time.monotonic(), ev))
+        if on_event is not None:
+            on_event()
+
+    with BoardWatcher(board, sink):
         if trainer == "ray_train":
             outcome = tr.fit_with_ray_train(spec, train_sets, data["layout"], storage, board, cluster_cpus, keep_in)
         else:
             outcome = tr.fit_in_task(spec, train_sets, data["layout"], board, cluster_cpus, keep_in)
     wall = time.perf_counter() - t0
     ray.kill(board)
-    return {"outcome": outcome, "wall_s": wall, "events": poller.events, "start": start}
+    return {"outcome": outcome, "wall_s": wall, "events": events, "start": start}
 
 
 def product_trainer(spec, train_bytes: int) -> str:

@@ -26,7 +26,7 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
         raise DlmineError(f"{model} is not a dlmine model folder (no model.json); "
                           "pass the model/ folder inside a run's output")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with ray_session(address, verbose) as cpus:
+    with ray_session(address, verbose):
         ds = read_dataset(data, fmt)
         try:
             schema = ds.schema()

@@ -16,7 +16,7 @@ import yaml
 
 from dlmine_ray.cluster import ray_session
 from dlmine_ray.data.preprocess import TabularPreprocessor
-from dlmine_ray.data.profile import SPLIT_COL, assign_split, check_profile, profile_dataset
+from dlmine_ray.data.profile import SPLIT_COL, check_profile, profile_dataset, with_split_column
 from dlmine_ray.data.read import first_line, read_dataset
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.infer import score_dataset
@@ -40,13 +40,7 @@ class RunResult:
 def _with_split(ds, spec: JobSpec):
     s = spec.data.split
     keys = [spec.data.id] if spec.data.id else None
-
-    def add(df: pd.DataFrame) -> pd.DataFrame:
-        df = df.copy()
-        df[SPLIT_COL] = assign_split(df, keys or list(df.columns), s.valid, s.test, s.seed) if len(df) else \
-            np.zeros(0, np.int8)
-        return df
-    return ds.map_batches(add, batch_format="pandas")
+    return ds.map_batches(lambda df: with_split_column(df, keys, s.valid, s.test, s.seed), batch_format="pandas")
 
 
 def _encoded_splits(ds_split, prep: TabularPreprocessor, with_valid: bool) -> dict:
@@ -92,7 +86,7 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
     spec = coerce_spec(job, overrides)
     rep = Reporter(quiet=quiet, verbose=verbose)
     folder = RunFolder(str(output), overwrite)
-    stage = folder.open()
+    folder.open()
     local_storage = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
     storage = spec.storage or local_storage
     try:
@@ -107,7 +101,6 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
         raise
     finally:
         shutil.rmtree(local_storage, ignore_errors=True)
-        del stage
 
 
 def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep: Reporter,

@@ -169,11 +169,18 @@ class DataProfile:
                 "target": target, "class_balance": balance}
 
 
+def with_split_column(df: pd.DataFrame, key_cols: Optional[list[str]], valid: float, test: float,
+                      seed: int) -> pd.DataFrame:
+    """A copy of ``df`` with the split code column (hash of ``key_cols``, else of every column)."""
+    df = df.copy()
+    df[SPLIT_COL] = assign_split(df, key_cols or list(df.columns), valid, test, seed) if len(df) else \
+        np.zeros(0, np.int8)
+    return df
+
+
 def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str]], valid: float, test: float, seed: int):
     def fn(df: pd.DataFrame) -> pd.DataFrame:
-        keys = key_cols or list(df.columns)
-        df = df.copy()
-        df[SPLIT_COL] = assign_split(df, keys, valid, test, seed) if len(df) else np.zeros(0, np.int8)
+        df = with_split_column(df, key_cols, valid, test, seed)
         return pd.DataFrame({"stats": [pickle.dumps(block_stats(df, target, categorical_target))]})
     return fn
 

@@ -12,9 +12,7 @@ import contextlib
 import io
 import json
 import math
-import os
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,7 @@ import pandas as pd
 
 from dlmine_ray.spec import JobSpec, monitor_for, spec_from_dict
 from dlmine_ray.train.loop import TuneEnv, run_loop
-from dlmine_ray.train.trainer import TrainOutcome, fit_with_ray_train, loop_config, read_checkpoint, worker_cpus
+from dlmine_ray.train.trainer import TrainOutcome, fit_with_ray_train, loop_config, read_checkpoint
 
 _JSON_PREFIX = "json:"
 
@@ -50,7 +48,7 @@ def param_space(spec: JobSpec) -> dict:
 def decode_params(config: dict) -> dict:
     """Undo the JSON carriage of list-valued choices."""
     return {k: json.loads(v[len(_JSON_PREFIX):]) if isinstance(v, str) and v.startswith(_JSON_PREFIX) else v
-            for k, v in config.items() if k in config}
+            for k, v in config.items()}
 
 
 def trial_spec(spec_doc: dict, params: dict) -> JobSpec:
