@@ -87,16 +87,19 @@ def _summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from dlmine_ray.tasks import get_task
+
     m = result.metrics
-    t = Table(title=f"{result.spec.name}: {m['task']} — test split ({m['rows_test']:,} rows)")
+    where = f"test split ({m['rows_test']:,} rows)" if "rows_test" in m else f"all {m['rows']:,} rows"
+    t = Table(title=f"{result.spec.name}: {m['task']} — {where}")
     t.add_column("metric")
     t.add_column("deep model", justify="right")
-    t.add_column("baseline (HGB)", justify="right")
+    t.add_column(f"baseline ({get_task(m['task']).baseline_name})", justify="right")
     from dlmine_ray.report.html import metrics_table
 
     for row in metrics_table(m).itertuples(index=False):
         base = row[2]
-        t.add_row(row[0], f"{row[1]:.4f}", "–" if base is None else f"{base:.4f}")
+        t.add_row(row[0], f"{row[1]:.4g}", "–" if base is None or base != base else f"{base:.4g}")
     console = Console()
     (console if console.is_terminal else Console(width=120)).print(t)
     print(f"results: {result.output}")

@@ -23,14 +23,15 @@ WEIGHTS, PREPROCESS, MODEL_META = "model.pt", "preprocess.json", "model.json"
 
 
 def save_model_dir(path: str, state_path: str, prep: TabularPreprocessor, task: str, model_spec: dict,
-                   extra: Optional[dict] = None) -> None:
-    """Write a loadable model folder at ``path`` (which must not exist yet)."""
+                   extra: Optional[dict] = None, info: Optional[dict] = None) -> None:
+    """Write a loadable model folder at ``path`` (which must not exist yet); ``info`` is the
+    task's layout (default: the preprocessor's target layout)."""
     os.makedirs(path)
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     torch.save(state, os.path.join(path, WEIGHTS))
     prep.save(Path(path) / PREPROCESS)
     meta = {"format": 1, "task": task, "model": model_spec, "n_features": prep.n_features,
-            "info": prep.target_info_, "input_columns": prep.input_columns, "target": prep.target,
+            "info": prep.target_info_ if info is None else info, "input_columns": prep.input_columns, "target": prep.target,
             "id": prep.id_col, "feature_names": prep.feature_names, **(extra or {})}
     Path(path, MODEL_META).write_text(json.dumps(meta, indent=1, default=str))
 
@@ -65,19 +66,34 @@ class LoadedModel:
         out.update(self.task.predict_columns(self.outputs(self.prep.transform_features(df)), self.info))
         return pd.DataFrame(out)
 
+    def predict_encoded(self, batch: dict, keep: tuple[str, ...] = ()) -> dict:
+        """The same for a batch already preprocessed (a ``features`` matrix): kept columns, then
+        prediction columns."""
+        out = {c: batch[c] for c in keep if c in batch}
+        out.update(self.task.predict_columns(self.outputs(np.asarray(batch["features"], dtype=np.float32)), self.info))
+        return out
+
 
 _LOADED: dict[tuple, LoadedModel] = {}
 
 
-def _score_batch(df: pd.DataFrame, path: str, keep: tuple, threads: int, use_gpu: bool) -> pd.DataFrame:
-    # A plain function in Ray's reusable worker processes, with the loaded model cached per
+def _loaded(path: str, threads: int, use_gpu: bool) -> LoadedModel:
+    # Plain functions in Ray's reusable worker processes, with the loaded model cached per
     # process: no actor pool to start, which would cost seconds on every small scoring job.
     key = (path, os.path.getmtime(os.path.join(path, WEIGHTS)), threads, use_gpu)
     m = _LOADED.get(key)
     if m is None:
         _LOADED.clear()
         m = _LOADED[key] = LoadedModel(path, threads, "cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    return m.predict_frame(df, keep)
+    return m
+
+
+def _score_batch(df: pd.DataFrame, path: str, keep: tuple, threads: int, use_gpu: bool) -> pd.DataFrame:
+    return _loaded(path, threads, use_gpu).predict_frame(df, keep)
+
+
+def _score_encoded_batch(batch: dict, path: str, keep: tuple, threads: int, use_gpu: bool) -> dict:
+    return _loaded(path, threads, use_gpu).predict_encoded(batch, keep)
 
 
 def check_columns(schema_names: list[str], model_path: str) -> dict:
@@ -98,4 +114,14 @@ def score_dataset(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: i
     return ds.map_batches(
         _score_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu),
         batch_format="pandas", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,
+    )
+
+
+def score_encoded(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: int = 8192,
+                  threads: int = 1, use_gpu: bool = False):
+    """Like ``score_dataset`` for rows already preprocessed into a ``features`` column (a run's
+    own data, encoded once): a lazy Ray Dataset of ``keep`` columns plus predictions."""
+    return ds.map_batches(
+        _score_encoded_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu),
+        batch_format="numpy", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,
     )

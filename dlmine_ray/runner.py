@@ -114,17 +114,29 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     ds = read_dataset(d.path, d.format)
 
     rep.stage("profiling and splitting", f"valid={d.split.valid} test={d.split.test} seed={d.split.seed}")
-    categorical = task.target_kind == "categorical"
-    profile = profile_dataset(ds, d.target, categorical, d.id, d.split.valid, d.split.test, d.split.seed)
-    drop = {d.target, *(d.ignore), *([d.id] if d.id else [])}
+    supervised = task.target_kind is not None
+    # cluster/detect: the labels column, never a feature, is profiled like a class target
+    truth = d.target if supervised else d.labels
+    categorical = task.target_kind == "categorical" or (not supervised and truth is not None)
+    profile = profile_dataset(ds, truth, categorical, d.id, d.split.valid, d.split.test, d.split.seed)
+    drop = {truth, *(d.ignore), *([d.id] if d.id else [])}
     features = [c for c in profile.order if c not in drop]
-    check_profile(profile, spec, features)
-    rep.info(f"{profile.n_rows:,} rows, {len(profile.order)} columns; "
-             f"train/valid/test = {profile.rows[0]:,}/{profile.rows[1]:,}/{profile.rows[2]:,}")
+    features = check_profile(profile, spec, features)
+    if supervised:
+        rep.info(f"{profile.n_rows:,} rows, {len(profile.order)} columns; "
+                 f"train/valid/test = {profile.rows[0]:,}/{profile.rows[1]:,}/{profile.rows[2]:,}")
+    else:
+        rep.info(f"{profile.n_rows:,} rows, {len(profile.order)} columns; "
+                 f"train/valid = {profile.rows[0] + profile.rows[2]:,}/{profile.rows[1]:,} (every row is scored)")
 
     rep.stage("preprocessing", "imputation, scaling, one-hot; fitted on the training split")
     prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)
     ds_split = _with_split(ds, spec)
+    if not supervised:
+        from dlmine_ray.unsupervised import run_unsupervised
+
+        return run_unsupervised(spec, task, ds_split, prep, profile, folder, storage, local_storage, rep,
+                                cluster_cpus, timings, t_start)
     try:
         splits = _encoded_splits(ds_split, prep, d.split.valid > 0)
     except Exception as err:
@@ -218,6 +230,7 @@ def _arrow(df: pd.DataFrame):
 
 
 def _fit(spec, train_sets, layout, storage, board, cluster_cpus, keep_in, ray_train: bool):
+    """Train once (one stage) with a TorchTrainer or in one Ray task; bad input stays a DlmineError."""
     from dlmine_ray.train.trainer import fit_in_task, fit_with_ray_train
 
     try:

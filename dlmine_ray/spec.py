@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dlmine_ray.errors import DlmineError
 
-TASKS = ("classify", "regress")
+TASKS = ("classify", "regress", "cluster", "detect")
+#: tasks that learn a target column; the others learn from the features alone
+SUPERVISED = ("classify", "regress")
 
 
 class _Strict(BaseModel):
@@ -42,7 +44,13 @@ class DataSpec(_Strict):
 
     path: Union[str, list[str]] = "builtin:digits"
     format: Literal["auto", "parquet", "csv", "json"] = "auto"
-    target: str = "label"
+    target: Optional[str] = Field(None, description="the column to learn (classify/regress; default 'label')")
+    labels: Optional[str] = Field(None, description="cluster/detect: a ground-truth column used only for scoring")
+    normal_when: Optional[str] = Field(
+        None, description="detect: a pandas expression (e.g. \"label == 0\") selecting the rows known to be "
+                          "normal; only they train the model. Default: every row trains")
+    drop_constant: bool = Field(False, description="cluster/detect: drop constant columns instead of "
+                                                   "rejecting the data")
     id: Optional[str] = None
     ignore: list[str] = Field(default_factory=list)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -59,10 +67,13 @@ class DataSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """The deep model: an MLP, or a residual MLP for deeper nets."""
+    """The deep model: an MLP, or a residual MLP for deeper nets (classify/regress); for cluster
+    and detect an autoencoder whose encoder has the ``hidden`` widths (the decoder mirrors them)
+    and a ``latent`` code."""
 
     kind: Literal["mlp", "resmlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    latent: int = Field(10, ge=1, description="cluster/detect: width of the autoencoder's code")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     batch_norm: bool = False
 
@@ -101,6 +112,47 @@ class ScalingSpec(_Strict):
         if self.trainer == "task" and self.num_workers > 1:
             raise ValueError("scaling.trainer 'task' trains on one worker; use ray_train for num_workers > 1")
         return self
+
+
+class ClusterSpec(_Strict):
+    """Deep clustering: autoencoder pre-training (train.*), k-means on the codes, then DEC
+    refinement (Xie et al. 2016) as a second stage of the same training loop."""
+
+    k: Optional[int] = Field(None, ge=2, description="number of clusters; default: chosen over k_range")
+    k_range: list[int] = Field(default_factory=lambda: [2, 12], description="[min, max] k tried by silhouette")
+    init: Literal["kmeans", "umap"] = Field(
+        "umap", description="initial clusters of the sampled codes: k-means on the codes, or k-means on a UMAP "
+                            "embedding of them (then distilled into the centres)")
+    init_on: Literal["codes", "features"] = Field(
+        "features", description="what the initial clustering sees: the autoencoder's codes, or the preprocessed "
+                             "features")
+    noise: float = Field(0.2, ge=0.0, description="std of the denoising noise in pre-training")
+    distill_epochs: int = Field(30, ge=0, description="umap init: epochs teaching the centres the sample's "
+                                                      "clusters")
+    refine_epochs: int = Field(30, ge=0, description="DEC epochs after pre-training; 0 = autoencoder + k-means")
+    refine_lr: float = Field(1e-4, gt=0.0)
+    alpha: float = Field(1.0, gt=0.0, description="degrees of freedom of DEC's Student-t kernel")
+    sample_rows: int = Field(10_000, ge=100, description="rows sampled for silhouette and for choosing k")
+
+    @field_validator("k_range")
+    @classmethod
+    def _k_range(cls, v):
+        if len(v) != 2 or v[0] < 2 or v[1] < v[0]:
+            raise ValueError("cluster.k_range must be [min, max] with 2 <= min <= max")
+        return v
+
+
+class DetectSpec(_Strict):
+    """Deep anomaly detection: a denoising autoencoder (reconstruction error) or Deep SVDD
+    (Ruff et al. 2018, distance to a centre in code space, after autoencoder pre-training)."""
+
+    model: Literal["autoencoder", "deep_svdd"] = "autoencoder"
+    contamination: Optional[float] = Field(
+        None, gt=0.0, le=0.5, description="expected share of anomalies; sets the flag threshold. Default: a "
+                                          "threshold from the score distribution (median + 3 MADs of log score)")
+    noise: float = Field(0.1, ge=0.0, description="std of the Gaussian noise of the denoising autoencoder")
+    svdd_epochs: int = Field(30, ge=1, description="deep_svdd: epochs of the SVDD stage after pre-training")
+    top_features: int = Field(3, ge=1, description="features named per flagged row")
 
 
 class TuneSpec(_Strict):
@@ -142,11 +194,13 @@ class JobSpec(_Strict):
     """A whole job: data, model, training, scaling and optional tuning."""
 
     name: str = "job"
-    task: Literal["classify", "regress"] = "classify"
+    task: Literal["classify", "regress", "cluster", "detect"] = "classify"
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    detect: DetectSpec = Field(default_factory=DetectSpec)
     tune: Optional[TuneSpec] = None
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
@@ -154,10 +208,38 @@ class JobSpec(_Strict):
         None, description="where Ray Train/Tune keep checkpoints: default a local temp folder; on a "
                           "multi-node cluster a folder every node shares, or a URI such as s3://bucket/dlmine")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, doc):
+        # supervised jobs learn 'label' unless told otherwise; cluster/detect have no target
+        if isinstance(doc, dict) and doc.get("task", "classify") in SUPERVISED:
+            data = doc.get("data")
+            if data is None:
+                doc = {**doc, "data": {"target": "label"}}
+            elif isinstance(data, dict) and data.get("target") is None:
+                doc = {**doc, "data": {**data, "target": "label"}}
+        return doc
+
     @model_validator(mode="after")
     def _columns_distinct(self):
         d = self.data
-        if d.target in d.ignore:
+        if self.task in SUPERVISED:
+            if d.labels is not None:
+                raise ValueError(f"data.labels is for the cluster and detect tasks; task {self.task} learns "
+                                 f"data.target")
+            if d.normal_when is not None:
+                raise ValueError("data.normal_when is for the detect task")
+        else:
+            if d.target is not None:
+                raise ValueError(f"data.target: task {self.task} learns without a target; name a ground-truth "
+                                 "column in data.labels to score against")
+            if d.normal_when is not None and self.task != "detect":
+                raise ValueError("data.normal_when is for the detect task")
+            if d.labels is not None and (d.labels in d.ignore or d.labels == d.id):
+                raise ValueError(f"data.labels '{d.labels}' is also data.id or listed in data.ignore")
+            if self.tune is not None:
+                raise ValueError(f"tune: model selection is not supported for task {self.task} yet")
+        if d.target is not None and d.target in d.ignore:
             raise ValueError(f"data.target '{d.target}' is also listed in data.ignore")
         if d.id is not None and d.id == d.target:
             raise ValueError(f"data.id and data.target are the same column '{d.target}'")

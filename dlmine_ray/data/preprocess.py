@@ -54,6 +54,8 @@ class TabularPreprocessor:
             else:
                 cats = [k for k, _ in sorted(st.counts.items(), key=lambda kv: (-kv[1], str(kv[0])))][:max_categories]
                 self.categorical_.append((c, [str(k) for k in cats]))
+        if target_kind is None:  # unsupervised tasks: no target to encode
+            return self
         tst = profile.columns[target]
         if target_kind == "categorical":
             classes = sorted(tst.all_counts.keys(), key=lambda v: (str(type(v)), v))
@@ -115,7 +117,9 @@ class TabularPreprocessor:
     def transform_batch(self, df: pd.DataFrame, with_target: bool = True, keep: tuple[str, ...] = ()) -> dict:
         """Return ``{"features": ..., "target": ..., <kept columns>}`` for map_batches."""
         out: dict[str, Any] = {"features": self.transform_features(df)}
-        if with_target:
+        if with_target and self.target_kind is None:  # the loop's dummy target, 1 byte a row
+            out["target"] = np.zeros(len(df), dtype=np.int8)
+        elif with_target:
             out["target"] = self.transform_target(df[self.target])
         for c in keep:
             if c in df.columns:

@@ -214,16 +214,20 @@ def profile_dataset(ds, target: str, categorical_target: bool, id_col: Optional[
     return DataProfile(rows, order, columns, by_split if categorical_target else [])
 
 
-def check_profile(profile: DataProfile, spec, features: list[str]) -> None:
-    """Raise DlmineError for data that cannot train: empty, too few rows, bad target or features."""
-    target = spec.data.target
+def check_profile(profile: DataProfile, spec, features: list[str]) -> list[str]:
+    """Raise DlmineError for data that cannot train: empty, too few rows, bad target, labels or
+    features. Return the feature columns to use (constant ones dropped where the job asks)."""
+    from dlmine_ray.spec import SUPERVISED
+
     if profile.n_rows == 0:
         raise DlmineError("the dataset is empty: no rows were read")
+    cols = ", ".join(profile.order[:20])
+    if spec.task not in SUPERVISED:
+        return _check_unsupervised(profile, spec, features, cols)
+    target = spec.data.target
     if target not in profile.columns:
-        raise DlmineError(f"target column '{target}' not found; columns are: {', '.join(profile.order[:20])}")
-    for col in ([spec.data.id] if spec.data.id else []) + list(spec.data.ignore):
-        if col not in profile.columns:
-            raise DlmineError(f"column '{col}' (named in data.id/data.ignore) not found in the data")
+        raise DlmineError(f"target column '{target}' not found; columns are: {cols}")
+    _check_named_columns(profile, spec)
     if not features:
         raise DlmineError("no feature columns left after removing the target, id and ignored columns")
     need = {"train": 2, "valid": 1 if spec.data.split.valid > 0 else 0, "test": 1}
@@ -251,6 +255,63 @@ def check_profile(profile: DataProfile, spec, features: list[str]) -> None:
             raise DlmineError(f"target column '{target}' has only one class ({only!r}); classification needs two or more")
         if len(profile.target_by_split[0]) < 2:
             raise DlmineError(f"target column '{target}' has only one class in the training split")
+    _check_features(profile, features)
+    return features
+
+
+def _check_named_columns(profile: DataProfile, spec) -> None:
+    for col in ([spec.data.id] if spec.data.id else []) + list(spec.data.ignore):
+        if col not in profile.columns:
+            raise DlmineError(f"column '{col}' (named in data.id/data.ignore) not found in the data")
+
+
+def _is_constant(st: ColumnStats) -> bool:
+    if st.non_numeric:  # text: one distinct value
+        return len(st.counts | st.all_counts) <= 1 and st.nulls == 0
+    return st.numeric > 0 and st.vmin == st.vmax and st.nulls == 0
+
+
+def _check_unsupervised(profile: DataProfile, spec, features: list[str], cols: str) -> list[str]:
+    d = spec.data
+    if d.labels is not None and d.labels not in profile.columns:
+        raise DlmineError(f"labels column '{d.labels}' (data.labels) not found; columns are: {cols}")
+    _check_named_columns(profile, spec)
+    if not features:
+        raise DlmineError("no feature columns left after removing the labels, id and ignored columns")
+    trainable = profile.rows[0] + profile.rows[2]  # cluster/detect train on every non-validation row
+    if trainable < 2 or (d.split.valid > 0 and profile.rows[1] < 1):
+        raise DlmineError(f"too few rows ({profile.n_rows}) to train and validate; add data or change data.split")
+    constant = [c for c in features if _is_constant(profile.columns[c])]
+    if constant and not d.drop_constant:
+        c = constant[0]
+        more = f" (and {len(constant) - 1} more)" if len(constant) > 1 else ""
+        raise DlmineError(f"column '{c}' is constant{more}: it cannot tell rows apart; list it in data.ignore "
+                          "or set data.drop_constant: true")
+    features = [c for c in features if c not in constant]
+    if not features:
+        raise DlmineError("every feature column is constant: nothing to learn from")
+    if spec.task == "cluster" and spec.cluster.k is not None and spec.cluster.k > trainable:
+        raise DlmineError(f"cluster.k = {spec.cluster.k} is larger than the number of training rows ({trainable})")
+    if spec.task == "detect" and d.labels is not None:
+        st = profile.columns[d.labels]
+        values = {str(_plain_label(v)) for v in st.all_counts}
+        if not values <= {"0", "1", "True", "False"} or st.nulls:
+            shown = ", ".join(sorted(values)[:5]) + (" and nulls" if st.nulls else "")
+            raise DlmineError(f"labels column '{d.labels}' must hold 0/1 or true/false (1 = anomaly) for task "
+                              f"detect; found {shown}")
+    _check_features(profile, features)
+    return features
+
+
+def _plain_label(v):
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _check_features(profile: DataProfile, features: list[str]) -> None:
     for c in features:
         fs = profile.columns[c]
         if "nested" in fs.dtypes:

@@ -15,7 +15,7 @@ from dlmine_ray.errors import DlmineError
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
         ".ndjson": "json", ".csv.gz": "csv", ".json.gz": "json", ".jsonl.gz": "json"}
 
-BUILTINS = ("digits", "diabetes", "breast_cancer", "wine", "iris")
+BUILTINS = ("digits", "diabetes", "breast_cancer", "wine", "iris", "wdbc[:SEED]")
 
 
 def builtin_frame(name: str) -> pd.DataFrame:
@@ -23,6 +23,9 @@ def builtin_frame(name: str) -> pd.DataFrame:
     ``label`` (classification sets) or ``target`` (diabetes)."""
     from sklearn import datasets
 
+    base, _, arg = name.partition(":")
+    if base == "wdbc":
+        return wdbc_frame(int(arg) if arg.isdigit() else 0)
     loaders = {"digits": datasets.load_digits, "diabetes": datasets.load_diabetes,
                "breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
                "iris": datasets.load_iris}
@@ -35,6 +38,24 @@ def builtin_frame(name: str) -> pd.DataFrame:
     df.insert(0, "row_id", range(len(df)))
     df["target" if name == "diabetes" else "label"] = bunch.target
     return df
+
+
+def wdbc_frame(seed: int = 0, n_anomalies: int = 10) -> pd.DataFrame:
+    """An anomaly-detection set built like ODDS 'wdbc' from scikit-learn's breast cancer data:
+    every benign row plus ``n_anomalies`` malignant rows drawn at random (``seed``); ``label`` is
+    1 for the malignant (anomalous) rows."""
+    import numpy as np
+    from sklearn import datasets
+
+    bunch = datasets.load_breast_cancer()
+    df = pd.DataFrame(bunch.data, columns=[str(c).replace(" ", "_") for c in bunch.feature_names])
+    malignant = np.nonzero(bunch.target == 0)[0]
+    picked = np.random.default_rng(seed).choice(malignant, n_anomalies, replace=False)
+    rows = np.sort(np.concatenate([np.nonzero(bunch.target == 1)[0], picked]))
+    out = df.iloc[rows].reset_index(drop=True)
+    out.insert(0, "row_id", rows)
+    out["label"] = (bunch.target[rows] == 0).astype(np.int64)
+    return out
 
 
 def _is_uri(p: str) -> bool:

@@ -2,9 +2,12 @@
 
 from dlmine_ray.tasks.base import Task
 from dlmine_ray.tasks.classify import ClassifyTask
+from dlmine_ray.tasks.cluster import ClusterTask
+from dlmine_ray.tasks.detect import DetectTask
 from dlmine_ray.tasks.regress import RegressTask
 
-TASKS: dict[str, Task] = {"classify": ClassifyTask(), "regress": RegressTask()}
+TASKS: dict[str, Task] = {"classify": ClassifyTask(), "regress": RegressTask(), "cluster": ClusterTask(),
+                          "detect": DetectTask()}
 
 
 def get_task(name: str) -> Task:

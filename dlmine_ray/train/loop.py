@@ -103,7 +103,8 @@ class LoopEnv:
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
 
-    def all_sum(self, values: dict[str, float]) -> dict[str, float]:
+    def all_sum(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Sum each value (a float or an array) over the workers."""
         return values
 
     def report(self, metrics: dict, checkpoint_dir: Optional[str]) -> None:
@@ -138,9 +139,16 @@ class TrainEnv(LoopEnv):
         import torch.distributed as dist
 
         keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        parts = [np.atleast_1d(np.asarray(values[k], dtype=np.float64)) for k in keys]
+        t = torch.from_numpy(np.concatenate(parts)).to(self.device)
         dist.all_reduce(t)
-        return dict(zip(keys, t.cpu().tolist()))
+        flat = t.cpu().numpy()
+        out, i = {}, 0
+        for k, p in zip(keys, parts):
+            v = flat[i:i + p.size]
+            out[k] = float(v[0]) if np.ndim(values[k]) == 0 else v.reshape(np.shape(values[k]))
+            i += p.size
+        return out
 
     def report(self, metrics, checkpoint_dir):
         import ray.train
@@ -208,8 +216,14 @@ def run_loop(config: dict, env: LoopEnv) -> None:
     torch.manual_seed(tr["seed"])
     np.random.seed(tr["seed"])
     info = config["info"]
-    model = env.wrap_model(task.build_model(config["n_features"], info, config["model"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+    stage = config.get("stage", "fit")
+    model = task.build_model(config["n_features"], info, config["model"])
+    if config.get("init_state"):
+        model.load_state_dict(config["init_state"], strict=False)
+    task.start_stage(model, stage)
+    model = env.wrap_model(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr["lr"],
+                            weight_decay=tr["weight_decay"])
     tdtype = task.target_torch_dtype()
     cache = int(tr.get("cache_mb", 1024)) * 2**20
     train = ShardBatches(env.shard("train"), tdtype, tr["batch_size"], cache, tr["seed"] + env.rank, True)
@@ -223,12 +237,14 @@ def run_loop(config: dict, env: LoopEnv) -> None:
     started = time.perf_counter()
     for epoch in range(1, tr["epochs"] + 1):
         t0 = time.perf_counter()
+        ctx = {"info": info, "epoch": _epoch_stats(task, model, train, epoch, stage, info, env,
+                                                           config["n_features"])}
         model.train()
         loss_sum, seen = 0.0, 0
         for x, y in train.epoch(epoch):
             x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            loss = task.loss(model(x), y)
+            loss = task.step_loss(model, x, y, stage, ctx)
             loss.backward()
             opt.step()
             loss_sum += loss.item() * y.shape[0]
@@ -242,11 +258,12 @@ def run_loop(config: dict, env: LoopEnv) -> None:
             sums: dict[str, float] = {}
             with torch.no_grad():
                 for x, y in valid.epoch(epoch):
-                    for k, v in task.batch_sums(model(x.to(env.device)), y.to(env.device)).items():
+                    for k, v in task.eval_sums(model, x.to(env.device), y.to(env.device), stage, ctx).items():
                         sums[k] = sums.get(k, 0.0) + v
-            if not sums:
-                sums = {k: 0.0 for k in task.batch_sums(model(torch.zeros((1, config["n_features"]), device=env.device)),
-                                                        torch.zeros((1,), dtype=tdtype, device=env.device))}
+                if not sums:  # this worker's validation shard is empty: zeros of the same keys
+                    sums = {k: 0.0 for k in task.eval_sums(
+                        model, torch.zeros((1, config["n_features"]), device=env.device),
+                        torch.zeros((1,), dtype=tdtype, device=env.device), stage, ctx)}
             metrics.update(task.epoch_metrics(env.all_sum(sums), info))
         else:
             metrics["val_loss"] = metrics["train_loss"]
@@ -256,7 +273,8 @@ def run_loop(config: dict, env: LoopEnv) -> None:
         if not np.isfinite(metrics["train_loss"]) or not np.isfinite(metrics["val_loss"]):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss is {metrics['train_loss']}); "
                                      "lower train.lr or check the data")
-        improved = metrics["val_loss"] < best_loss - 1e-12
+        # keep "last": stages whose objective moves with its own targets (DEC) keep the last epoch
+        improved = tr.get("keep") == "last" or metrics["val_loss"] < best_loss - 1e-12
         if improved:
             best_loss, best, stale = metrics["val_loss"], dict(metrics), 0
         else:
@@ -286,6 +304,23 @@ def run_loop(config: dict, env: LoopEnv) -> None:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
         if stop:
             break
+
+
+def _epoch_stats(task, model, batches: ShardBatches, epoch: int, stage: str, info: dict, env: LoopEnv,
+                 n_features: int):
+    """The task's pre-epoch statistics over this worker's training shard, summed over workers."""
+    model.eval()
+    with torch.no_grad():
+        # an empty batch gives the zeros to start from, so that every worker sums the same keys
+        empty = task.epoch_stats(model, torch.zeros((0, n_features), device=env.device), stage, info)
+        if empty is None:
+            return None
+        sums = {k: v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v for k, v in empty.items()}
+        for x, _ in batches.epoch(epoch):
+            for k, v in task.epoch_stats(model, x.to(env.device), stage, info).items():
+                v = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v
+                sums[k] = sums[k] + v if k in sums else v
+    return env.all_sum(sums)
 
 
 def train_worker(config: dict) -> None:

@@ -41,11 +41,14 @@ def worker_cpus(spec, cluster_cpus: float) -> float:
 
 
 def loop_config(spec, layout: dict, progress=None, trial: Optional[str] = None, cpus: float = 1.0) -> dict:
-    """The config dict the generic loop reads (plain data, so it travels to workers)."""
+    """The config dict the generic loop reads (plain data, so it travels to workers). ``layout``
+    holds n_features, info, has_valid and, for one stage of a multi-stage task, the stage name,
+    its train settings and the weights it starts from (init_state)."""
     return {
-        "task": spec.task, "model": spec.model.model_dump(), "train": spec.train.model_dump(),
+        "task": spec.task, "model": spec.model.model_dump(), "train": layout.get("train") or spec.train.model_dump(),
         "n_features": layout["n_features"], "info": layout["info"], "progress": progress,
         "trial": trial, "cpus": cpus, "has_valid": layout.get("has_valid", True),
+        "stage": layout.get("stage", "fit"), "init_state": layout.get("init_state"),
     }
 
 

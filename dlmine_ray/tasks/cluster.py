@@ -1,0 +1,247 @@
+"""Deep clustering: an autoencoder, clusters found in its code space, then DEC refinement (Xie et
+al. 2016): Student-t soft assignments q to the cluster centres, a sharpened target distribution
+p = (q^2 / f) normalised per row (f: the soft cluster sizes over all training rows, summed over
+workers before every epoch), and the KL(p || q) loss on the encoder and the centres.
+
+Stages (each one run of the same training loop): "pretrain" the autoencoder on reconstruction
+(denoising); then the initial clusters on a sample of codes (``cluster.init``: k-means on the
+codes, or k-means on a UMAP embedding of the codes as in N2D, which separates the codes'
+nearest-neighbour groups far better than k-means alone); with UMAP, a "distill" stage teaches
+the encoder and centres the sample's initial clusters (cross-entropy on them), so that the
+centres can express them; then "refine" (DEC). ``k`` is given or chosen over ``k_range`` by the silhouette of the sample's codes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from dlmine_ray.tasks.unsupervised import MiningResult, StageSetup, UnsupervisedTask
+
+_EPS = 1e-10
+
+
+class ClusterTask(UnsupervisedTask):
+    name = "cluster"
+    baseline_name = "k-means"
+    result_file = "clusters.parquet"
+
+    def stages(self, spec):
+        c = spec.cluster
+        return (["pretrain"] + (["distill"] if c.init == "umap" and c.distill_epochs > 0 else [])
+                + (["refine"] if c.refine_epochs > 0 else []))
+
+    def stage_train(self, spec, stage):
+        tr = spec.train.model_dump()
+        if stage == "distill":
+            tr.update(epochs=spec.cluster.distill_epochs, early_stopping=0, keep="last")
+        elif stage == "refine":
+            # DEC's targets move with the model: run the stage's epochs, keep the last one
+            tr.update(epochs=spec.cluster.refine_epochs, lr=spec.cluster.refine_lr, early_stopping=0, keep="last")
+        return tr
+
+    def initial_info(self, spec, feature_names):
+        return {"feature_names": list(feature_names), "alpha": spec.cluster.alpha, "noise": spec.cluster.noise,
+                "k": 0}
+
+    def build_model(self, n_features, info, model_spec):
+        from dlmine_ray.models.autoencoder import DeepClusterNet
+
+        return DeepClusterNet(n_features, model_spec["hidden"], model_spec["latent"], int(info.get("k", 0)),
+                              model_spec["dropout"], float(info.get("alpha", 1.0)))
+
+    def target_torch_dtype(self):
+        return torch.int64  # the distill stage's pseudo-labels; a dummy elsewhere
+
+    def start_stage(self, model, stage):
+        if stage in ("distill", "refine"):  # DEC drops the decoder
+            for p in model.ae.decoder.parameters():
+                p.requires_grad_(False)
+
+    def epoch_stats(self, model, x, stage, info):
+        if stage != "refine":
+            return None
+        return {"f": model(x, out="q").sum(dim=0)}
+
+    def _dec_loss(self, q: torch.Tensor, f, reduction: str) -> torch.Tensor:
+        f = torch.as_tensor(np.asarray(f), dtype=q.dtype, device=q.device).clamp_min(_EPS)
+        p = q.detach().pow(2) / f
+        p = p / p.sum(dim=1, keepdim=True)
+        return F.kl_div(q.clamp_min(_EPS).log(), p, reduction=reduction)
+
+    def step_loss(self, model, x, y, stage, ctx):
+        if stage == "pretrain":
+            noise = ctx["info"].get("noise", 0.0)
+            noisy = x + noise * torch.randn_like(x) if noise > 0 else x
+            return F.mse_loss(model(noisy, out="recon"), x)
+        q = model(x, out="q")
+        if stage == "distill":
+            return F.nll_loss(q.clamp_min(_EPS).log(), y)
+        return self._dec_loss(q, ctx["epoch"]["f"], "batchmean")
+
+    def eval_sums(self, model, x, y, stage, ctx):
+        if stage == "pretrain":
+            loss = F.mse_loss(model(x, out="recon"), x, reduction="none").mean(dim=1).sum().item()
+        elif stage == "distill":  # validation rows have no pseudo-labels: report the entropy of q
+            q = model(x, out="q")
+            loss = -(q * q.clamp_min(_EPS).log()).sum().item()
+        else:
+            loss = self._dec_loss(model(x, out="q"), ctx["epoch"]["f"], "sum").item()
+        return {"loss_sum": loss, "n": float(x.shape[0])}
+
+    # -- between stages ----------------------------------------------------------------------
+    def after_stage(self, stage, model, samples, info, spec):
+        c = spec.cluster
+        setup = StageSetup()
+        x = torch.from_numpy(samples["train"])
+        with torch.no_grad():
+            z = model(x, out="code").numpy().astype(np.float64)
+        if stage == "pretrain":
+            space = z if c.init_on == "codes" else samples["train"].astype(np.float64)
+            k, scores, labels = choose_k(init_space(space, c.init, spec.train.seed), c.k, c.k_range, spec.train.seed)
+            centres = np.stack([z[labels == j].mean(axis=0) if np.any(labels == j) else z[j] for j in range(k)])
+            setup.info.update({"k": k, "k_scores": {str(kk): v for kk, v in scores.items()}, "init": c.init})
+            setup.state["centroids"] = torch.from_numpy(centres.astype(np.float32))
+            chosen = "given" if c.k else f"best silhouette over k={c.k_range[0]}..{c.k_range[1]}"
+            how = "k-means on a UMAP embedding of" if c.init == "umap" else "k-means on"
+            setup.notes.append(f"k = {k} ({chosen}); initial clusters by {how} {len(z):,} sampled "
+                               f"{'codes' if c.init_on == 'codes' else 'rows'}")
+            if "distill" in self.stages(spec):
+                setup.train_on = (samples["train"], labels.astype(np.int64))
+        if stage == self.stages(spec)[-1]:
+            if stage != "pretrain":
+                with torch.no_grad():
+                    z = model(x, out="code").numpy().astype(np.float64)
+            mean = z.mean(axis=0)
+            # the 2-D map: the codes' two principal axes
+            _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
+            axes = np.zeros((2, z.shape[1]))
+            axes[:min(2, len(vt))] = vt[:2]
+            setup.state["proj_mean"] = torch.from_numpy(mean.astype(np.float32))
+            setup.state["proj_axes"] = torch.from_numpy(axes.astype(np.float32))
+        return setup
+
+    def predict_columns(self, outputs, info):
+        k = int(info["k"])
+        q = outputs[:, :k]
+        return {"cluster": q.argmax(axis=1).astype(np.int64), "confidence": q.max(axis=1).astype(np.float32),
+                "map_x": outputs[:, k].astype(np.float32), "map_y": outputs[:, k + 1].astype(np.float32)}
+
+    # -- mining ----------------------------------------------------------------------------
+    def fit_baseline(self, x_train, info, spec, seed):
+        from sklearn.cluster import KMeans
+
+        return KMeans(int(info["k"]), n_init=10, random_state=seed).fit(x_train)
+
+    def mine(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> MiningResult:
+        k = int(info["k"])
+        d = len(info["feature_names"])
+        labels_col = spec.data.labels
+        sums = np.zeros((k, d))
+        frames, base_labels = [], []
+        sample_x, sample_ours, sample_base = [], [], []
+        rng = np.random.default_rng(spec.train.seed)
+        # a uniform sample of about sample_rows rows for silhouette and Davies-Bouldin
+        keep_p = min(1.0, spec.cluster.sample_rows / max(n_rows, 1))
+        for b in batches:
+            x = np.asarray(b["features"], dtype=np.float64)
+            cl = np.asarray(b["cluster"])
+            np.add.at(sums, cl, x)
+            frames.append(pd.DataFrame({c: v for c, v in b.items() if c != "features"}))
+            bl = baseline.predict(x.astype(np.float32)) if baseline is not None else np.full(len(x), -1)
+            base_labels.append(bl)
+            pick = rng.random(len(x)) < keep_p
+            sample_x.append(x[pick]), sample_ours.append(cl[pick]), sample_base.append(bl[pick])
+        limit = spec.cluster.sample_rows
+        xs = np.concatenate(sample_x)[:limit]
+        ours, base_s = np.concatenate(sample_ours)[:limit], np.concatenate(sample_base)[:limit]
+        table = pd.concat(frames, ignore_index=True)
+        sizes = np.bincount(table["cluster"].to_numpy(), minlength=k)
+        metrics = {"n_clusters": int((sizes > 0).sum()), "k": k}
+        metrics.update(_internal_metrics(xs, ours))
+        if baseline is not None:
+            metrics.update({f"baseline_{m}": v for m, v in _internal_metrics(xs, base_s).items()})
+        if labels_col:
+            known = table[labels_col].notna().to_numpy()
+            truth = table[labels_col].to_numpy()[known]
+            metrics.update(label_metrics(truth, table["cluster"].to_numpy()[known]))
+            if baseline is not None:
+                base = np.concatenate(base_labels)[known]
+                metrics.update({f"baseline_{m}": v for m, v in label_metrics(truth, base).items()})
+        means = sums / np.maximum(sizes, 1)[:, None]
+        overall = sums.sum(axis=0) / max(sizes.sum(), 1)
+        order = [c for c in (spec.data.id, "cluster", "confidence", "map_x", "map_y", labels_col) if c]
+        table = table[[c for c in order if c in table.columns]]
+        return MiningResult(table, metrics, {"sizes": sizes, "means_encoded": means, "overall_encoded": overall,
+                                             "map": table.sample(min(len(table), 5000), random_state=0)})
+
+
+def init_space(z: np.ndarray, init: str, seed: int) -> np.ndarray:
+    """The space the initial k-means runs in: the codes themselves, or (``umap``) a 5-D UMAP
+    embedding of them, which pulls the codes' nearest-neighbour groups apart (as in N2D,
+    McConville et al. 2019)."""
+    if init != "umap" or len(z) < 10:
+        return z
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": the seed wins
+        reducer = umap.UMAP(n_components=min(5, z.shape[1]), n_neighbors=int(min(15, len(z) - 1)), min_dist=0.0,
+                            random_state=seed)
+        return reducer.fit_transform(z)
+
+
+def choose_k(e: np.ndarray, k, k_range, seed: int) -> tuple[int, dict[int, float], np.ndarray]:
+    """k-means in the init space ``e``: with ``k`` given, or for each k in ``k_range``, keeping
+    the best silhouette. Returns (k, {k: silhouette}, labels)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    def fit(kk):
+        return KMeans(kk, n_init=10, random_state=seed).fit_predict(e)
+
+    if k:
+        return int(min(k, len(e))), {}, fit(int(min(k, len(e))))
+    lo, hi = k_range[0], max(k_range[0], min(k_range[1], len(e) - 1))
+    scores: dict[int, float] = {}
+    best = None
+    for kk in range(lo, hi + 1):
+        labels = fit(kk)
+        if len(np.unique(labels)) < 2:
+            continue
+        scores[kk] = float(silhouette_score(e, labels, random_state=seed))
+        if best is None or scores[kk] > scores[best[0]]:
+            best = (kk, labels)
+    if best is None:
+        return lo, scores, fit(lo)
+    return best[0], scores, best[1]
+
+
+def _internal_metrics(x: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as skm
+
+    if len(np.unique(labels)) < 2 or len(labels) < 3:
+        return {"silhouette": float("nan"), "davies_bouldin": float("nan")}
+    return {"silhouette": float(skm.silhouette_score(x, labels)),
+            "davies_bouldin": float(skm.davies_bouldin_score(x, labels))}
+
+
+def label_metrics(truth: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """NMI, ARI and accuracy under the best one-to-one matching of clusters to labels."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn import metrics as skm
+
+    t, _ = pd.factorize(pd.Series(truth).astype(str))
+    c, _ = pd.factorize(pd.Series(clusters))
+    table = np.zeros((c.max() + 1, t.max() + 1), dtype=np.int64)
+    np.add.at(table, (c, t), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return {"nmi": float(skm.normalized_mutual_info_score(t, c)),
+            "ari": float(skm.adjusted_rand_score(t, c)),
+            "acc": float(table[rows, cols].sum() / max(len(t), 1))}

@@ -1,0 +1,180 @@
+"""Anomaly detection: a score, a flag and the main contributing features per row.
+
+Models: a denoising autoencoder scored by reconstruction error (default), or Deep SVDD (Ruff et
+al. 2018): an autoencoder pre-training stage, then the encoder alone is trained to pull codes
+towards a centre fixed from the pre-trained codes. The flag threshold is the (1 - contamination)
+quantile of the scores, or without ``contamination`` a robust rule on the log scores."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from dlmine_ray.tasks.unsupervised import MiningResult, StageSetup, UnsupervisedTask, model_outputs
+
+#: without contamination, flag scores above exp(median + MADS * 1.4826 * MAD) of the log scores
+MADS = 3.0
+
+
+class DetectTask(UnsupervisedTask):
+    name = "detect"
+    baseline_name = "IsolationForest"
+    result_file = "scores.parquet"
+
+    def stages(self, spec):
+        return ["fit"] if spec.detect.model == "autoencoder" else ["pretrain", "svdd"]
+
+    def stage_train(self, spec, stage):
+        tr = spec.train.model_dump()
+        if stage == "svdd":
+            tr["epochs"] = spec.detect.svdd_epochs
+        return tr
+
+    def build_model(self, n_features, info, model_spec):
+        from dlmine_ray.models.autoencoder import AnomalyNet
+
+        return AnomalyNet(n_features, model_spec["hidden"], model_spec["latent"], info.get("method", "autoencoder"),
+                          model_spec["dropout"])
+
+    def start_stage(self, model, stage):
+        if stage == "svdd":  # the SVDD loss uses the encoder only
+            for p in model.ae.decoder.parameters():
+                p.requires_grad_(False)
+
+    def step_loss(self, model, x, y, stage, ctx):
+        if stage == "svdd":
+            return model(x, out="dist").mean()
+        noise = ctx["info"].get("noise", 0.0)
+        noisy = x + noise * torch.randn_like(x) if noise > 0 else x
+        return F.mse_loss(model(noisy, out="recon"), x)
+
+    def eval_sums(self, model, x, y, stage, ctx):
+        if stage == "svdd":
+            loss = model(x, out="dist").sum().item()
+        else:
+            loss = F.mse_loss(model(x, out="recon"), x, reduction="none").mean(dim=1).sum().item()
+        return {"loss_sum": loss, "n": float(x.shape[0])}
+
+    def initial_info(self, spec, feature_names):
+        return {"feature_names": list(feature_names), "method": spec.detect.model, "noise": spec.detect.noise,
+                "top_features": spec.detect.top_features, "threshold": float("inf")}
+
+    def after_stage(self, stage, model, samples, info, spec):
+        setup = StageSetup()
+        x = torch.from_numpy(samples["train"])
+        if stage == "pretrain":  # Deep SVDD's centre: the mean pre-trained code
+            with torch.no_grad():
+                c = model(x, out="code").mean(dim=0)
+            # as in Ruff et al.: centre coordinates near 0 are pushed to +-eps, else a network
+            # with all weights 0 would map every row onto the centre
+            eps = 0.1
+            c = torch.where(c.abs() < eps, torch.where(c < 0, -eps, eps), c)
+            setup.state["center"] = c
+        elif stage == "fit":  # the autoencoder's scales, from the training rows
+            with torch.no_grad():
+                z = model(x, out="code").double()
+                recon = (x - model(x, out="recon")).pow(2).mean(dim=1)
+            center = z.mean(dim=0)
+            cov = torch.cov(z.T).reshape(z.shape[1], z.shape[1]) if len(z) > 1 else torch.eye(z.shape[1])
+            cov = cov + 1e-6 * torch.eye(z.shape[1], dtype=cov.dtype) * max(float(cov.diagonal().mean()), 1e-12)
+            precision = torch.linalg.pinv(cov)
+            d = z - center
+            code = ((d @ precision) * d).sum(dim=1)
+            setup.state.update({
+                "center": center.float(), "code_precision": precision.float(),
+                "recon_scale": torch.tensor(max(float(recon.median()), 1e-12)),
+                "code_scale": torch.tensor(max(float(code.median()), 1e-12))})
+        for k, v in setup.state.items():
+            getattr(model, k).copy_(v)
+        if stage == self.stages(spec)[-1]:
+            scores = model_outputs(model, samples["all"])[:, 0]
+            thr, rule = threshold_from(scores, spec.detect.contamination)
+            setup.info.update({"threshold": thr, "threshold_rule": rule})
+            setup.state["threshold"] = torch.tensor(thr)
+            setup.notes.append(f"threshold {thr:.4g}: {rule}")
+        return setup
+
+    def predict_columns(self, outputs, info):
+        score = outputs[:, 0].astype(np.float64)
+        flag = score > info["threshold"]
+        contrib = outputs[:, 1:]
+        names = np.asarray(info["feature_names"], dtype=object)
+        top = np.full(len(score), "", dtype=object)
+        n_top = int(info.get("top_features", 3))
+        for i in np.nonzero(flag)[0]:
+            order = np.argsort(-contrib[i])[:n_top]
+            top[i] = ", ".join(names[j] for j in order if contrib[i, j] > 0)
+        return {"score": score, "flag": flag, "top_features": top}
+
+    # -- mining ----------------------------------------------------------------------------
+    def fit_baseline(self, x_train, info, spec, seed):
+        from sklearn.ensemble import IsolationForest
+
+        return IsolationForest(random_state=seed).fit(x_train)
+
+    def mine(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> MiningResult:
+        labels_col = spec.data.labels
+        frames, base_scores = [], []
+        for b in batches:
+            cols = {k: v for k, v in b.items() if k != "features"}
+            frames.append(pd.DataFrame(cols))
+            if baseline is not None:
+                base_scores.append(-baseline.score_samples(b["features"]))  # higher = more anomalous
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        table["rank"] = table["score"].rank(ascending=False, method="first").astype(np.int64)
+        metrics = {"threshold": float(info["threshold"]), "n_flagged": int(table["flag"].sum()),
+                   "share_flagged": float(table["flag"].mean()) if len(table) else 0.0,
+                   "rows_scored": int(len(table))}
+        base = np.concatenate(base_scores) if base_scores else None
+        if labels_col:
+            truth = anomaly_truth(table[labels_col])
+            metrics.update(detection_metrics(truth, table["score"].to_numpy()))
+            if base is not None:
+                metrics.update({f"baseline_{k}": v for k, v in detection_metrics(truth, base).items()})
+        order = [c for c in (spec.data.id, "score", "flag", "rank", "top_features", labels_col) if c]
+        table = table[[c for c in order if c in table.columns]].sort_values("rank", kind="stable")
+        top = table.head(20)
+        return MiningResult(table, metrics, {"scores": table["score"].to_numpy(), "top": top,
+                                             "threshold": float(info["threshold"]),
+                                             "threshold_rule": info["threshold_rule"]})
+
+
+def threshold_from(scores: np.ndarray, contamination) -> tuple[float, str]:
+    """The flag threshold and a sentence saying how it was set."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if contamination:
+        thr = float(np.quantile(scores, 1.0 - contamination))
+        return thr, f"the {1 - contamination:.1%} quantile of the scores (contamination {contamination})"
+    ls = np.log(np.maximum(scores, 1e-12))
+    med = float(np.median(ls))
+    mad = float(np.median(np.abs(ls - med))) * 1.4826
+    thr = float(np.exp(med + MADS * mad))
+    return thr, (f"no contamination given: exp(median + {MADS:g} x 1.4826 x MAD) of the log scores "
+                 "(a robust 3-sigma rule)")
+
+
+def anomaly_truth(labels: pd.Series) -> np.ndarray:
+    """Ground truth as booleans (1/True = anomaly)."""
+    v = labels.to_numpy()
+    if v.dtype == object:
+        v = pd.to_numeric(labels, errors="coerce").to_numpy()
+    return np.asarray(v, dtype=np.float64) > 0.5
+
+
+def detection_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """ROC-AUC, average precision and precision at n (n = the number of true anomalies)."""
+    from sklearn import metrics as skm
+
+    n_true = int(truth.sum())
+    if n_true == 0 or n_true == len(truth):
+        return {"roc_auc": float("nan"), "average_precision": float("nan"), "precision_at_n": float("nan")}
+    top = np.argsort(-scores, kind="stable")[:n_true]
+    return {"roc_auc": float(skm.roc_auc_score(truth, scores)),
+            "average_precision": float(skm.average_precision_score(truth, scores)),
+            "precision_at_n": float(truth[top].mean())}
+
+
