@@ -13,7 +13,9 @@ from rich.table import Table
 from dlmine_ray.cluster import ray_session
 from dlmine_ray.spec import coerce_spec, load_job
 
-_HEADLINE = {"classify": "accuracy", "regress": "r2"}
+#: the metrics each task shows in the summary table
+_HEADLINE = {"classify": ["accuracy", "roc_auc"], "regress": ["r2", "rmse"], "cluster": ["nmi", "silhouette"],
+             "detect": ["roc_auc", "average_precision"]}
 
 
 def demo_jobs() -> list[Path]:
@@ -36,22 +38,31 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
         for path in demo_jobs():
             spec = load_job(path)
             if quick:  # a smoke run: same jobs, two epochs, two trials
-                spec = coerce_spec(spec, [("train.epochs", 2)] + ([("tune.num_samples", 2)] if spec.tune else []))
+                quick_set = [("train.epochs", 2)] + ([("tune.num_samples", 2)] if spec.tune else [])
+                if spec.task == "cluster":
+                    quick_set += [("cluster.distill_epochs", 2), ("cluster.refine_epochs", 2)]
+                spec = coerce_spec(spec, quick_set)
             console.print(f"\n[bold]== {spec.name} ({spec.task}) ==[/]")
             t = time.perf_counter()
             res = run_job(spec, str(Path(output) / spec.name), overwrite=overwrite, verbose=verbose)
             results.append((res, time.perf_counter() - t))
     table = Table(title=f"dlmine demo — {len(results)} jobs in {time.perf_counter() - t0:.0f}s")
-    for col in ("job", "task", "metric", "deep model", "baseline HGB", "train/test rows", "seconds"):
-        table.add_column(col, justify="left" if col in ("job", "task", "metric") else "right", no_wrap=True)
+    from dlmine_ray.tasks import get_task
+
+    for col in ("job", "task", "metric", "deep model", "baseline", "rows train/scored", "seconds"):
+        table.add_column(col, justify="left" if col in ("job", "task", "metric", "baseline") else "right",
+                         no_wrap=True)
     for res, secs in results:
         m = res.metrics
-        for name in ([_HEADLINE[m["task"]]] + (["roc_auc"] if m["task"] == "classify" else ["rmse"])):
+        scored = m["rows_test"] if "rows_test" in m else m["rows"]
+        for name in _HEADLINE[m["task"]]:
             table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name,
-                          f"{m[name]:.4f}", f"{m.get('baseline_' + name, float('nan')):.4f}",
-                          f"{m['rows_train']:,}/{m['rows_test']:,}", f"{secs:.0f}")
+                          f"{m.get(name, float('nan')):.4f}",
+                          f"{m.get('baseline_' + name, float('nan')):.4f} {get_task(m['task']).baseline_name}",
+                          f"{m['rows_train']:,}/{scored:,}", f"{secs:.0f}")
     console.print(table)
     if any(r.leaderboard is not None for r, _ in results):
         console.print("* tuned with Ray Tune; the leaderboard is in leaderboard.parquet and report.html")
-    console.print(f"results (metrics.json, report.html, model/, predictions.parquet) in {Path(output).absolute()}/<job>")
+    console.print(f"results (metrics.json, report.html, model/, predictions.parquet or clusters.parquet / "
+                  f"scores.parquet) in {Path(output).absolute()}/<job>")
     return results

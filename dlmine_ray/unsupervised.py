@@ -180,6 +180,8 @@ def run_unsupervised(spec, task, ds_split, prep, profile, folder, storage: str, 
     except Exception as err:
         raise RuntimeError(f"scoring failed: {first_line(err)}") from err
 
+    # lets the report show cluster profiles in the original units of numeric columns
+    result.report["numeric_units"] = {c: (mean, std) for c, mean, std in prep.numeric_}
     metrics: dict[str, Any] = {"task": spec.task}
     metrics.update(result.metrics)
     metrics.update({"rows": profile.n_rows, "rows_train": int(n_train),

@@ -4,7 +4,8 @@ computes validation metrics, and turns model outputs into predictions and test m
 
 A task may train in several stages (an autoencoder, then a clustering or SVDD objective): the
 runner runs the same loop once per name in ``stages``, and between stages hands the task the
-trained model and a sample of encoded rows (``after_stage``) to set up the next stage.
+trained model and a sample of encoded rows (``UnsupervisedTask.after_stage``) to set up the
+next stage.
 Supervised tasks implement ``loss``/``batch_sums``; the defaults of ``step_loss``/``eval_sums``
 call them with ``model(x)``."""
 
