@@ -63,14 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     common(pr)
 
     m = sub.add_parser("make-data", help="write a synthetic sharded Parquet dataset",
-                       description="Write a synthetic dataset (features x0.., label or target, row_id) as "
-                                   "sharded Parquet, for scale tests and demos.")
-    m.add_argument("kind", choices=["classification", "regression"])
+                       description="Write a synthetic dataset as sharded Parquet, for scale tests and demos: "
+                                   "classification/regression (features x0.., label or target, row_id) or "
+                                   "baskets (basket_id, items: a list of item names, Zipf-like popularity).")
+    m.add_argument("kind", choices=["classification", "regression", "baskets"])
     m.add_argument("--rows", type=int, default=100_000)
     m.add_argument("--features", type=int, default=32)
     m.add_argument("--shards", type=int, default=8)
     m.add_argument("--classes", type=int, default=2)
     m.add_argument("--categorical", type=int, default=0, help="number of string-valued columns to add")
+    m.add_argument("--items", type=int, default=1000, help="baskets: number of distinct items")
+    m.add_argument("--avg-items", type=float, default=10.0, help="baskets: mean items per basket")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--output", "-o", required=True, metavar="DIR")
     m.add_argument("--overwrite", action="store_true")
@@ -90,6 +93,11 @@ def _summary(result) -> None:
     from dlmine_ray.tasks import get_task
 
     m = result.metrics
+    if m["task"] == "rules":
+        print(f"{m['n_transactions']:,} transactions, {m['n_frequent_items']:,} frequent items, "
+              f"{m['n_itemsets']:,} itemsets, {m['n_rules']:,} rules in {m['mining_seconds']:.1f}s")
+        print(f"results: {result.output}")
+        return
     where = f"test split ({m['rows_test']:,} rows)" if "rows_test" in m else f"all {m['rows']:,} rows"
     t = Table(title=f"{result.spec.name}: {m['task']} — {where}")
     t.add_column("metric")
@@ -154,8 +162,9 @@ def main(argv=None) -> int:
             from dlmine_ray.data.synthetic import make_data
 
             out = make_data(args.kind, args.rows, args.features, args.shards, args.output, args.seed, args.classes,
-                            args.categorical, args.overwrite)
-            print(f"wrote {args.rows:,} rows x {args.features} features in {min(args.shards, args.rows)} shard(s) to {out}")
+                            args.categorical, args.overwrite, args.items, args.avg_items)
+            what = f"{args.items} items" if args.kind == "baskets" else f"{args.features} features"
+            print(f"wrote {args.rows:,} rows x {what} in {min(args.shards, args.rows)} shard(s) to {out}")
         return 0
     except DlmineError as err:
         print(f"error: {err}", file=sys.stderr)

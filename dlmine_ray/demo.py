@@ -15,7 +15,7 @@ from dlmine_ray.spec import coerce_spec, load_job
 
 #: the metrics each task shows in the summary table
 _HEADLINE = {"classify": ["accuracy", "roc_auc"], "regress": ["r2", "rmse"], "cluster": ["nmi", "silhouette"],
-             "detect": ["roc_auc", "average_precision"]}
+             "detect": ["roc_auc", "average_precision"], "rules": ["n_itemsets", "n_rules"]}
 
 
 def demo_jobs() -> list[Path]:
@@ -54,6 +54,11 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
                          no_wrap=True)
     for res, secs in results:
         m = res.metrics
+        if m["task"] == "rules":
+            for name in _HEADLINE["rules"]:
+                table.add_row(res.spec.name, "rules", name, f"{m[name]:,}", "– exact FP-Growth",
+                              f"{m['n_transactions']:,} transactions", f"{secs:.0f}")
+            continue
         scored = m["rows_test"] if "rows_test" in m else m["rows"]
         for name in _HEADLINE[m["task"]]:
             table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name,
@@ -63,6 +68,6 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
     console.print(table)
     if any(r.leaderboard is not None for r, _ in results):
         console.print("* tuned with Ray Tune; the leaderboard is in leaderboard.parquet and report.html")
-    console.print(f"results (metrics.json, report.html, model/, predictions.parquet or clusters.parquet / "
-                  f"scores.parquet) in {Path(output).absolute()}/<job>")
+    console.print(f"results (metrics.json, report.html, model/, predictions.parquet, clusters.parquet, "
+                  f"scores.parquet or itemsets.parquet + rules.parquet) in {Path(output).absolute()}/<job>")
     return results

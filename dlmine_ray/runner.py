@@ -105,14 +105,18 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
 
 def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep: Reporter,
          cluster_cpus: float) -> RunResult:
-    task = get_task(spec.task)
     d = spec.data
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
     rep.stage("reading", str(d.path))
     ds = read_dataset(d.path, d.format)
+    if spec.task == "rules":
+        from dlmine_ray.rules_run import run_rules
 
+        return run_rules(spec, ds, folder, rep, cluster_cpus, t_start)
+
+    task = get_task(spec.task)
     rep.stage("profiling and splitting", f"valid={d.split.valid} test={d.split.test} seed={d.split.seed}")
     supervised = task.target_kind is not None
     # cluster/detect: the labels column, never a feature, is profiled like a class target

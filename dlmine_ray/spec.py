@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dlmine_ray.errors import DlmineError
 
-TASKS = ("classify", "regress", "cluster", "detect")
+TASKS = ("classify", "regress", "cluster", "detect", "rules")
 #: tasks that learn a target column; the others learn from the features alone
 SUPERVISED = ("classify", "regress")
 
@@ -51,6 +51,10 @@ class DataSpec(_Strict):
                           "normal; only they train the model. Default: every row trains")
     drop_constant: bool = Field(False, description="cluster/detect: drop constant columns instead of "
                                                    "rejecting the data")
+    items: Optional[str] = Field(None, description="rules: the item column: a list column (one basket per "
+                                                   "row), or with data.transaction one item per row. Default: "
+                                                   "every column's column=value is an item")
+    transaction: Optional[str] = Field(None, description="rules: the transaction id column of one-item-per-row data")
     id: Optional[str] = None
     ignore: list[str] = Field(default_factory=list)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -155,6 +159,35 @@ class DetectSpec(_Strict):
     top_features: int = Field(3, ge=1, description="features named per flagged row")
 
 
+class RulesSpec(_Strict):
+    """Association rules: exact frequent itemsets by parallel FP-Growth, then rules."""
+
+    min_support: Union[int, float] = Field(0.01, description="a fraction of transactions in (0, 1], or a count "
+                                                             "(an integer >= 1)")
+    max_len: Optional[int] = Field(None, ge=1, description="largest itemset; default: no limit")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    groups: Optional[int] = Field(None, ge=1, description="item groups mined in parallel; default: the "
+                                                         "cluster's CPUs")
+    top: int = Field(20, ge=1, description="rules shown in the report")
+
+    @field_validator("min_support", mode="before")
+    @classmethod
+    def _support(cls, v):
+        bad = ValueError(f"rules.min_support must be a fraction in (0, 1] or a count of transactions (an integer "
+                         f">= 1), got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad
+        if isinstance(v, int):
+            if v < 1:
+                raise bad
+            return v
+        if 0.0 < v <= 1.0:
+            return float(v)
+        if v > 1.0 and float(v).is_integer():
+            return int(v)
+        raise bad
+
+
 class TuneSpec(_Strict):
     """Model selection with Ray Tune; keys of `space` are dotted job fields."""
 
@@ -194,13 +227,14 @@ class JobSpec(_Strict):
     """A whole job: data, model, training, scaling and optional tuning."""
 
     name: str = "job"
-    task: Literal["classify", "regress", "cluster", "detect"] = "classify"
+    task: Literal["classify", "regress", "cluster", "detect", "rules"] = "classify"
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     detect: DetectSpec = Field(default_factory=DetectSpec)
+    rules: RulesSpec = Field(default_factory=RulesSpec)
     tune: Optional[TuneSpec] = None
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
@@ -227,6 +261,8 @@ class JobSpec(_Strict):
             if d.labels is not None:
                 raise ValueError(f"data.labels is for the cluster and detect tasks; task {self.task} learns "
                                  f"data.target")
+            if d.items is not None or d.transaction is not None:
+                raise ValueError("data.items and data.transaction are for the rules task")
             if d.normal_when is not None:
                 raise ValueError("data.normal_when is for the detect task")
         else:
@@ -235,6 +271,10 @@ class JobSpec(_Strict):
                                  "column in data.labels to score against")
             if d.normal_when is not None and self.task != "detect":
                 raise ValueError("data.normal_when is for the detect task")
+            if self.task == "rules" and d.transaction is not None and d.items is None:
+                raise ValueError("data.transaction needs data.items: the column holding one item per row")
+            if self.task != "rules" and (d.items is not None or d.transaction is not None):
+                raise ValueError("data.items and data.transaction are for the rules task")
             if d.labels is not None and (d.labels in d.ignore or d.labels == d.id):
                 raise ValueError(f"data.labels '{d.labels}' is also data.id or listed in data.ignore")
             if self.tune is not None:

@@ -15,17 +15,21 @@ from dlmine_ray.errors import DlmineError
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
         ".ndjson": "json", ".csv.gz": "csv", ".json.gz": "json", ".jsonl.gz": "json"}
 
-BUILTINS = ("digits", "diabetes", "breast_cancer", "wine", "iris", "wdbc[:SEED]")
+BUILTINS = ("digits", "diabetes", "breast_cancer", "wine", "iris", "wdbc[:SEED]", "baskets[:SEED]")
 
 
-def builtin_frame(name: str) -> pd.DataFrame:
+def builtin_frame(name: str):
     """Return a scikit-learn bundled dataset as a DataFrame with ``row_id``, the features and
-    ``label`` (classification sets) or ``target`` (diabetes)."""
+    ``label`` (classification sets) or ``target`` (diabetes); ``baskets`` is an Arrow table."""
     from sklearn import datasets
 
     base, _, arg = name.partition(":")
     if base == "wdbc":
         return wdbc_frame(int(arg) if arg.isdigit() else 0)
+    if base == "baskets":  # 20,000 synthetic market baskets (dlmine make-data baskets)
+        from dlmine_ray.data.synthetic import make_baskets
+
+        return make_baskets(20_000, 200, 8.0, 0, int(arg) if arg.isdigit() else 0, 0)
     loaders = {"digits": datasets.load_digits, "diabetes": datasets.load_diabetes,
                "breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
                "iris": datasets.load_iris}
@@ -116,7 +120,8 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto"):
     import ray.data
 
     if isinstance(path, str) and path.startswith("builtin:"):
-        return ray.data.from_pandas(builtin_frame(path.split(":", 1)[1]))
+        frame = builtin_frame(path.split(":", 1)[1])
+        return ray.data.from_pandas(frame) if isinstance(frame, pd.DataFrame) else ray.data.from_arrow(frame)
     files, fmt = resolve_paths(path, fmt)
     try:
         if fmt == "parquet":

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from dlmine_ray.errors import DlmineError
 
-KINDS = ("classification", "regression")
+KINDS = ("classification", "regression", "baskets")
 
 
 def _teacher(features: int, hidden: int, outputs: int, seed: int):
@@ -47,8 +47,38 @@ def make_shard(kind: str, rows: int, features: int, start: int, seed: int, shard
     return pa.table(cols)
 
 
+def make_baskets(rows: int, items: int, avg_items: float, start: int, seed: int, shard: int) -> pa.Table:
+    """One shard of market baskets: ``basket_id`` and ``items`` (a list of item names). Item
+    popularity follows a Zipf law (the k-th item is drawn with weight 1/k); besides, 30% of the
+    baskets hold one of 50 fixed groups of 2-4 popular items, so that there are rules to find.
+    A basket has 1 + Poisson(avg_items - 1) draws (an item drawn twice appears twice)."""
+    names = np.array([f"item{k:04d}" for k in range(items)], dtype=object)
+    weights = 1.0 / np.arange(1, items + 1)
+    p = weights / weights.sum()
+    fixed = np.random.default_rng(seed)  # the planted groups are the same in every shard
+    groups = [fixed.choice(min(items, 300), size=fixed.integers(2, 5), replace=False) for _ in range(50)]
+    rng = np.random.default_rng([seed, shard, 7])
+    sizes = 1 + rng.poisson(max(avg_items - 1.0, 0.0), rows)
+    drawn = rng.choice(items, size=int(sizes.sum()), p=p)
+    with_group = rng.random(rows) < 0.3
+    which = rng.integers(0, len(groups), rows)
+    parts, offsets, pos, at = [], [0], 0, 0
+    for i in range(rows):  # python loop over rows: fine for a data generator (~1M rows/s/5)
+        basket = drawn[at:at + sizes[i]]
+        at += sizes[i]
+        if with_group[i]:
+            basket = np.concatenate([basket, groups[which[i]]])
+        parts.append(basket)
+        pos += len(basket)
+        offsets.append(pos)
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    values = pa.array(names[flat], type=pa.string())
+    lists = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+    return pa.table({"basket_id": np.arange(start, start + rows, dtype=np.int64), "items": lists})
+
+
 def make_data(kind: str, rows: int, features: int, shards: int, output: str, seed: int = 0, classes: int = 2,
-              categorical: int = 0, overwrite: bool = False) -> Path:
+              categorical: int = 0, overwrite: bool = False, items: int = 1000, avg_items: float = 10.0) -> Path:
     """Write ``shards`` Parquet files holding ``rows`` rows into the folder ``output``; return it.
 
     The folder appears complete or not at all."""
@@ -58,6 +88,8 @@ def make_data(kind: str, rows: int, features: int, shards: int, output: str, see
         raise DlmineError("--rows, --features and --shards must be at least 1")
     if classes < 2:
         raise DlmineError("--classes must be at least 2")
+    if kind == "baskets" and (items < 5 or avg_items < 1):
+        raise DlmineError("baskets need --items of at least 5 and --avg-items of at least 1")
     shards = min(shards, rows)
     out = Path(output).expanduser().absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -68,8 +100,9 @@ def make_data(kind: str, rows: int, features: int, shards: int, output: str, see
         start = 0
         for s in range(shards):
             n = rows // shards + (1 if s < rows % shards else 0)
-            pq.write_table(make_shard(kind, n, features, start, seed, s, classes, categorical),
-                           tmp / f"part-{s:05d}.parquet")
+            table = make_baskets(n, items, avg_items, start, seed, s) if kind == "baskets" else \
+                make_shard(kind, n, features, start, seed, s, classes, categorical)
+            pq.write_table(table, tmp / f"part-{s:05d}.parquet")
             start += n
         if out.exists():
             shutil.rmtree(out)

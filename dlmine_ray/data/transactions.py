@@ -1,0 +1,169 @@
+"""Transactions on Ray Data, and the distributed passes of parallel FP-Growth.
+
+Three input shapes become one Ray Dataset with an ``items`` list column, one row per
+transaction: baskets (``data.items`` names a list column), long (``data.transaction`` and
+``data.items``: one row per transaction and item), or a categorical table (every column but
+the id and ignored ones; each ``column=value`` is an item; nulls are no item)."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from dlmine_ray.data.read import first_line
+from dlmine_ray.errors import DlmineError
+
+
+def transactions(ds, spec):
+    """A Ray Dataset with one ``items`` list column (one row per transaction)."""
+    d = spec.data
+    try:
+        schema = ds.schema()
+    except Exception as err:
+        raise DlmineError(f"cannot read data: {first_line(err)}") from None
+    if schema is None:
+        raise DlmineError("the dataset is empty: no rows were read")
+    names = list(schema.names)
+    types = dict(zip(names, schema.types))
+    for col, field in ((d.items, "data.items"), (d.transaction, "data.transaction"), (d.id, "data.id")):
+        if col is not None and col not in names:
+            raise DlmineError(f"column '{col}' ({field}) not found; columns are: {', '.join(names[:20])}")
+    if d.transaction is not None:  # long: one row per (transaction, item)
+        tx, it = d.transaction, d.items
+
+        def collect(df: pd.DataFrame) -> pd.DataFrame:
+            items = df[it].dropna().astype(str).unique().tolist()
+            return pd.DataFrame({"items": [items]})
+
+        return ds.select_columns([tx, it]).groupby(tx).map_groups(collect, batch_format="pandas")
+    if d.items is not None:  # baskets: a list column
+        t = types[d.items]
+        arrow = getattr(t, "arrow_dtype", t) if not isinstance(t, pa.DataType) else t
+        if not (isinstance(arrow, pa.DataType) and (pa.types.is_list(arrow) or pa.types.is_large_list(arrow))):
+            raise DlmineError(f"item column '{d.items}' is not a list column (it holds {t}); for one row per "
+                              "(transaction, item) also name the transaction column in data.transaction")
+        return ds.select_columns([d.items]).rename_columns({d.items: "items"}) if d.items != "items" \
+            else ds.select_columns(["items"])
+    skip = set(d.ignore) | ({d.id} if d.id else set())
+    cols = [c for c in names if c not in skip]
+    if not cols:
+        raise DlmineError("no item columns left after removing the id and ignored columns")
+
+    def as_items(df: pd.DataFrame) -> pd.DataFrame:
+        parts = []
+        for c in cols:
+            v = df[c]
+            parts.append(np.where(v.notna(), c + "=" + v.astype(str), None))
+        rows = np.column_stack(parts) if parts else np.zeros((len(df), 0), dtype=object)
+        return pd.DataFrame({"items": [[x for x in r if x is not None] for r in rows]})
+
+    return ds.map_batches(as_items, batch_format="pandas")
+
+
+def _flat(batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A batch's (row index, item code) pairs, duplicates within a transaction removed, sorted by
+    row; the item names (codes index them); the number of transactions. Works on Arrow
+    dictionary codes, not Python strings."""
+    import pyarrow.compute as pc
+
+    col = batch.column("items").combine_chunks()
+    n = len(col)
+    empty = np.zeros(0, np.int64)
+    if n == 0:
+        return empty, empty, np.zeros(0, dtype=object), 0
+    offsets = col.offsets.to_numpy()
+    values = col.values.slice(offsets[0], offsets[-1] - offsets[0])
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    if len(values) == 0:
+        return empty, empty, np.zeros(0, dtype=object), n
+    enc = pc.dictionary_encode(pc.cast(values, pa.string()))
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    valid = ~np.asarray(enc.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    rows, codes = rows[valid], codes[valid].astype(np.int64)
+    names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    key = np.sort(rows * len(names) + codes)  # by row, then code (np.unique's hashing is slower)
+    key = key[np.r_[True, key[1:] != key[:-1]]]  # an item twice in a transaction counts once
+    return key // len(names), key % len(names), names, n
+
+
+def _blocks(tx) -> list:
+    """The materialised transactions' blocks as Arrow-table object refs."""
+    return tx.to_arrow_refs()
+
+
+def _count_block(batch: pa.Table) -> tuple[int, dict]:
+    _, codes, names, n = _flat(batch)
+    counts = np.bincount(codes, minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+    return n, dict(zip(names.tolist(), counts.tolist()))
+
+
+def count_items(tx) -> tuple[int, Counter]:
+    """(number of transactions, Counter of transactions per item): one task per block."""
+    import ray
+
+    count = ray.remote(_count_block)
+    try:
+        parts = ray.get([count.remote(b) for b in _blocks(tx)])
+    except DlmineError:
+        raise
+    except Exception as err:
+        raise DlmineError(f"cannot read transactions: {first_line(err)}") from None
+    total, counts = 0, Counter()
+    for n, c in parts:
+        total += n
+        counts.update(c)
+    return total, counts
+
+
+def _emit_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> list[dict]:
+    """One block's group-dependent prefixes, counted: one dict per group."""
+    from dlmine_ray.mining.itemsets import group_prefixes_sorted
+
+    rows, codes, names, n = _flat(batch)
+    item_rank = rank_of[vocab.get_indexer(names)] if len(names) else np.zeros(0, np.int64)
+    item_rank = np.where(vocab.get_indexer(names) >= 0, item_rank, -1) if len(names) else item_rank
+    r = item_rank[codes] if len(codes) else np.zeros(0, np.int64)
+    keep = r >= 0  # infrequent items leave the transactions
+    rows, r = rows[keep], r[keep]
+    order = np.lexsort((r, rows))
+    return group_prefixes_sorted(rows[order], r[order], groups)
+
+
+def _emit_one(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> dict:
+    return _emit_block(batch, vocab, rank_of, groups)[0]
+
+
+def _mine_group(group: int, groups: int, min_count: int, max_len: Optional[int], *parts: dict):
+    from dlmine_ray.mining.itemsets import mine_group
+
+    merged: Counter = Counter()
+    for p in parts:
+        merged.update(p)
+    return mine_group(merged, group, groups, min_count, max_len)
+
+
+def mine_frequent(tx, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]
+                  ) -> dict[tuple, int]:
+    """Parallel FP-Growth on Ray: one task per block sends every transaction's group-dependent
+    prefixes, counted per group (map + combine); one task per group merges its prefixes and mines
+    them locally (reduce). Returns {sorted rank tuple: count} for every frequent itemset."""
+    import ray
+
+    vocab = ray.put(pd.Index(list(ranks.keys())))
+    rank_of = ray.put(np.asarray(list(ranks.values()), dtype=np.int64))
+    # one object per (block, group): a group's reducer fetches only its own prefixes
+    emit = ray.remote(num_returns=groups)(_emit_block) if groups > 1 else ray.remote(_emit_one)
+    per_block = [emit.remote(b, vocab, rank_of, groups) for b in _blocks(tx)]
+    if groups == 1:
+        per_block = [[ref] for ref in per_block]
+    reduce = ray.remote(_mine_group)
+    futures = [reduce.remote(g, groups, min_count, max_len, *[refs[g] for refs in per_block]) for g in range(groups)]
+    out: dict[tuple, int] = {}
+    for found in ray.get(futures):
+        out.update(found)
+    return out

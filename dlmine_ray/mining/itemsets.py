@@ -1,0 +1,111 @@
+"""The local pieces of parallel FP-Growth (Li et al. 2008) and the rule measures; no Ray here.
+
+Items are integer ranks in the F-list (0 = the most frequent item). A transaction is the sorted
+array of its frequent items' ranks. Items are spread over ``groups`` by ``rank % groups``; for each
+group a transaction contains, it sends its prefix up to (and including) its last item of that
+group. An itemset whose least frequent item (its largest rank) belongs to group g is contained
+in a transaction exactly when it is contained in the prefix that transaction sent to g, so group
+g's prefixes give exact counts for those itemsets, and every itemset is counted in exactly one
+group. The local miner is Borgelt's FP-Growth in C (pyfim)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+
+def min_count_for(min_support, n_transactions: int) -> int:
+    """The smallest count that meets ``min_support``: an int is a count of transactions, a
+    float in (0, 1] a fraction of them (the spec has checked the value)."""
+    if isinstance(min_support, int):
+        return int(min_support)
+    return max(1, math.ceil(min_support * n_transactions - 1e-9))
+
+
+def group_prefixes_sorted(rows: np.ndarray, ranks: np.ndarray, groups: int) -> list[dict]:
+    """Group-dependent prefixes of transactions given flat: ``rows`` (transaction index,
+    ascending) and ``ranks`` (ascending within a transaction, no duplicates). Returns one
+    {prefix tuple: number of transactions} per group."""
+    out: list[Counter] = [Counter() for _ in range(groups)]
+    if len(rows) == 0:
+        return [dict(c) for c in out]
+    key = rows * groups + ranks % groups
+    # the last position of each (transaction, group): the end of the prefix sent to the group
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    ends = order[np.r_[sk[1:] != sk[:-1], True]] + 1
+    starts = np.searchsorted(rows, rows[ends - 1])
+    grp = (ranks[ends - 1] % groups).tolist()
+    flat = ranks.tolist()
+    for g, s, e in zip(grp, starts.tolist(), ends.tolist()):
+        out[g][tuple(flat[s:e])] += 1
+    return [dict(c) for c in out]
+
+
+def group_prefixes(transactions: Iterable[np.ndarray], groups: int) -> list[dict]:
+    """The same for an iterable of sorted rank arrays (one per transaction)."""
+    ts = [np.asarray(t, dtype=np.int64) for t in transactions]
+    rows = np.repeat(np.arange(len(ts), dtype=np.int64), [len(t) for t in ts])
+    ranks = np.concatenate(ts) if ts else np.zeros(0, np.int64)
+    return group_prefixes_sorted(rows, ranks, groups)
+
+
+def mine_group(prefixes: dict[tuple, int], group: int, groups: int, min_count: int,
+               max_len: Optional[int]) -> list[tuple[tuple, int]]:
+    """Frequent itemsets (sorted rank tuples, count) whose largest rank is in ``group``."""
+    import fim
+
+    if not prefixes:
+        return []
+    limit = {"zmax": max_len} if max_len else {}  # pyfim: no zmax argument = no limit
+    # pyfim (6.28) reports nothing for items contained in every transaction of its input (they
+    # become perfect extensions of the unreported empty set): one empty transaction, which
+    # contains no itemset, prevents that without changing any count
+    db = dict(prefixes)
+    db[()] = db.get((), 0) + 1
+    found = fim.fpgrowth(db, target="s", supp=-min_count, zmin=1, report="a", **limit)
+    out = []
+    for items, count in found:
+        top = max(items)
+        if top % groups == group:
+            out.append((tuple(sorted(items)), int(count)))
+    return out
+
+
+def association_rules(itemsets: dict[tuple, int], n_transactions: int, min_confidence: float) -> pd.DataFrame:
+    """Every rule A -> C (A, C non-empty, disjoint, A u C a frequent itemset) with confidence at
+    least ``min_confidence``, with support, confidence, lift, leverage and conviction; the
+    antecedent and consequent as sorted rank tuples."""
+    from itertools import combinations
+
+    n = float(n_transactions)
+    rows_a, rows_c, counts, ant_counts, con_counts = [], [], [], [], []
+    for items, count in itemsets.items():
+        k = len(items)
+        if k < 2:
+            continue
+        for r in range(1, k):
+            for ant in combinations(items, r):
+                a_count = itemsets[ant]
+                if count < min_confidence * a_count - 1e-9:
+                    continue
+                con = tuple(i for i in items if i not in ant)
+                rows_a.append(ant)
+                rows_c.append(con)
+                counts.append(count)
+                ant_counts.append(a_count)
+                con_counts.append(itemsets[con])
+    c = np.asarray(counts, dtype=np.float64)
+    a = np.asarray(ant_counts, dtype=np.float64)
+    s_c = np.asarray(con_counts, dtype=np.float64) / n
+    support = c / n
+    conf = c / np.maximum(a, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conviction = np.where(conf >= 1.0, np.inf, (1.0 - s_c) / (1.0 - conf))
+    return pd.DataFrame({"antecedent": rows_a, "consequent": rows_c, "support": support, "confidence": conf,
+                         "lift": conf / np.where(s_c > 0, s_c, np.nan), "leverage": support - (a / n) * s_c,
+                         "conviction": conviction, "count": c.astype(np.int64)})

@@ -1,0 +1,175 @@
+"""The rules task: exact frequent itemsets (the same itemsets and counts as mlxtend's fpgrowth,
+a test-only oracle), rules with their measures, the three input shapes, and bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlmine_ray.cli import main
+from dlmine_ray.data.synthetic import make_baskets
+from dlmine_ray.mining.itemsets import association_rules, group_prefixes
+
+
+def _oracle(transactions, min_support, max_len=None):
+    """{frozenset: count} from mlxtend (None when no itemset is frequent)."""
+    from mlxtend.frequent_patterns import fpgrowth
+    from mlxtend.preprocessing import TransactionEncoder
+
+    te = TransactionEncoder()
+    onehot = pd.DataFrame(te.fit(transactions).transform(transactions), columns=te.columns_)
+    n = len(transactions)
+    frac = min_support if isinstance(min_support, float) else min_support / n
+    found = fpgrowth(onehot, min_support=frac - 1e-12, use_colnames=True, max_len=max_len)
+    return {frozenset(s): int(round(v * n)) for s, v in zip(found["itemsets"], found["support"])}
+
+
+def _ours(out):
+    t = pd.read_parquet(out / "itemsets.parquet")
+    return {frozenset(s): int(c) for s, c in zip(t["itemset"], t["count"])}
+
+
+def _run(tmp_path, path, name="run", **rules):
+    import yaml
+
+    job = {"name": "r", "task": "rules", "data": {"path": str(path), "items": "items"},
+           "rules": {"min_support": 0.1, "min_confidence": 0.5, "groups": 3, **rules}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    out = tmp_path / name
+    assert main(["run", str(tmp_path / "job.yaml"), "--output", str(out)]) == 0
+    return out
+
+
+def _write_baskets(path, baskets):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"basket_id": np.arange(len(baskets)),
+                             "items": pa.array(baskets, type=pa.list_(pa.string()))}), path)
+
+
+EDGE_CASES = {
+    # empty transactions count towards the total; an item twice in a basket counts once
+    "empty_and_duplicates": [["a", "b", "a"], [], ["a", "c"], ["b", "b", "c"], [], ["a", "b", "c"]] * 5,
+    "one_transaction": [["x", "y", "z"]],
+    "in_every_transaction": [["m", "n", str(i % 4)] for i in range(20)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_edge_cases_match_mlxtend(tmp_path, ray_local, case):
+    baskets = EDGE_CASES[case]
+    _write_baskets(tmp_path / "b.parquet", baskets)
+    out = _run(tmp_path, tmp_path / "b.parquet", min_support=0.2)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_transactions"] == len(baskets)
+    assert _ours(out) == _oracle([sorted(set(b)) for b in baskets], 0.2)
+
+
+@pytest.mark.parametrize("min_support,max_len", [(0.05, None), (20, 2), (0.02, 3)])
+def test_zipf_baskets_match_mlxtend(tmp_path, ray_local, min_support, max_len):
+    table = make_baskets(600, items=40, avg_items=5, start=0, seed=1, shard=0)
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, tmp_path / "b.parquet")
+    out = _run(tmp_path, tmp_path / "b.parquet", min_support=min_support, max_len=max_len, min_confidence=0.3)
+    ours = _ours(out)
+    baskets = [sorted(set(b)) for b in table.column("items").to_pylist()]
+    assert ours == _oracle(baskets, min_support, max_len) and len(ours) > 20
+    if max_len:
+        assert max(len(s) for s in ours) <= max_len
+
+    # the rules and their measures agree with mlxtend's association_rules
+    from mlxtend.frequent_patterns import association_rules as mlx_rules
+
+    n = len(baskets)
+    fi = pd.DataFrame({"itemsets": list(ours), "support": [c / n for c in ours.values()]})
+    theirs = mlx_rules(fi, num_itemsets=n, metric="confidence", min_threshold=0.3)
+    rules = pd.read_parquet(out / "rules.parquet")
+    key = lambda a, c: (frozenset(a), frozenset(c))  # noqa: E731
+    mine = {key(a, c): row for a, c, row in zip(rules["antecedent"], rules["consequent"], rules.itertuples())}
+    assert set(mine) == {key(a, c) for a, c in zip(theirs["antecedents"], theirs["consequents"])}
+    for t in theirs.itertuples():
+        r = mine[key(t.antecedents, t.consequents)]
+        assert r.support == pytest.approx(t.support) and r.confidence == pytest.approx(t.confidence)
+        assert r.lift == pytest.approx(t.lift) and r.leverage == pytest.approx(t.leverage, abs=1e-12)
+        assert r.conviction == pytest.approx(t.conviction) or (np.isinf(r.conviction) and np.isinf(t.conviction))
+
+
+def test_long_and_table_shapes(tmp_path, ray_local):
+    baskets = EDGE_CASES["empty_and_duplicates"][:6]
+    rows = [(i, item) for i, b in enumerate(baskets) for item in b]
+    pd.DataFrame(rows, columns=["tid", "item"]).to_csv(tmp_path / "long.csv", index=False)
+    import yaml
+
+    job = {"name": "r", "task": "rules", "data": {"path": str(tmp_path / "long.csv"), "transaction": "tid",
+                                                  "items": "item"}, "rules": {"min_support": 2}}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(job))
+    assert main(["run", str(tmp_path / "long.yaml"), "--output", str(tmp_path / "long")]) == 0
+    # the long form has no row for an empty basket: 4 transactions
+    assert _ours(tmp_path / "long") == _oracle([sorted(set(b)) for b in baskets if b], 2)
+
+    table = pd.DataFrame({"id": range(8), "color": ["red", "red", "blue", "red", None, "blue", "red", "red"],
+                          "size": ["S", "S", "L", "S", "S", "L", "M", "S"]})
+    table.to_csv(tmp_path / "table.csv", index=False)
+    job = {"name": "t", "task": "rules", "data": {"path": str(tmp_path / "table.csv"), "id": "id"},
+           "rules": {"min_support": 0.25, "min_confidence": 0.8}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(job))
+    assert main(["run", str(tmp_path / "t.yaml"), "--output", str(tmp_path / "t")]) == 0
+    ours = _ours(tmp_path / "t")
+    assert ours[frozenset({"color=red", "size=S"})] == 4 and ours[frozenset({"color=blue", "size=L"})] == 2
+    rules = pd.read_parquet(tmp_path / "t" / "rules.parquet")
+    blue = rules[rules["antecedent"].map(lambda a: list(a) == ["color=blue"])]
+    assert [list(c) for c in blue["consequent"]] == [["size=L"]] and blue["confidence"].iloc[0] == 1.0
+
+
+def test_no_frequent_item_is_an_empty_result_not_an_error(tmp_path, ray_local, capsys):
+    _write_baskets(tmp_path / "b.parquet", [["a"], ["b"], ["c"], ["d"]])
+    out = _run(tmp_path, tmp_path / "b.parquet", min_support=0.5)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_itemsets"] == 0 and m["n_rules"] == 0 and "no item reaches min_support" in m["message"]
+    assert len(pd.read_parquet(out / "itemsets.parquet")) == 0 and len(pd.read_parquet(out / "rules.parquet")) == 0
+    assert "no item reaches min_support" in capsys.readouterr().err + (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.2, "half"])
+def test_min_support_outside_range(tmp_path, capsys, value):
+    import yaml
+
+    job = {"name": "r", "task": "rules", "data": {"path": "x.parquet", "items": "items"},
+           "rules": {"min_support": value}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    assert main(["run", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: invalid job field 'rules.min_support'") and "(0, 1]" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_item_column_that_is_not_a_list(tmp_path, ray_local, capsys):
+    pd.DataFrame({"items": ["a,b", "b,c"]}).to_parquet(tmp_path / "b.parquet")
+    import yaml
+
+    job = {"name": "r", "task": "rules", "data": {"path": str(tmp_path / "b.parquet"), "items": "items"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    assert main(["run", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "item column 'items' is not a list column" in line and not (tmp_path / "out").exists()
+
+
+def test_group_prefixes_count_every_itemset_once():
+    # the local step alone: with 1, 2 or 5 groups the merged counts are the same
+    rng = np.random.default_rng(0)
+    ts = [np.unique(rng.integers(0, 12, rng.integers(0, 7))) for _ in range(200)]
+    from dlmine_ray.mining.itemsets import mine_group
+
+    results = []
+    for groups in (1, 2, 5):
+        parts = group_prefixes(ts, groups)
+        found = {}
+        for g in range(groups):
+            found.update(mine_group(parts[g], g, groups, 10, None))
+        results.append(found)
+    assert results[0] == results[1] == results[2] and len(results[0]) > 12
+    rules = association_rules(results[0], 200, 0.0)
+    assert (rules["confidence"] <= 1 + 1e-12).all() and (rules["support"] > 0).all()
