@@ -7,7 +7,6 @@ the id and ignored ones; each ``column=value`` is an item; nulls are no item).""
 
 from __future__ import annotations
 
-import pickle
 from collections import Counter
 from typing import Optional
 
