@@ -36,7 +36,8 @@ def _rules_table(rules: pd.DataFrame, names: np.ndarray) -> pa.Table:
                      "count": rules["count"].to_numpy(np.int64)})
 
 
-def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float):
+def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storage: str = "",
+              local_storage: str = ""):
     """Mine a rules job's data; write its outputs into ``folder``; return the RunResult."""
     from dlmine_ray.runner import RunResult
 
@@ -57,7 +58,10 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float):
              f"(min_support {r.min_support} = {min_count:,} transactions)")
     groups = r.groups or max(1, int(cluster_cpus))
     itemsets: dict[tuple, int] = {}
-    if frequent:
+    neural = None
+    if frequent and r.miner in ("neural", "both"):
+        neural = _neural_rules(spec, tx, frequent, counts, n, min_count, rep, cluster_cpus, storage, local_storage)
+    if frequent and r.miner in ("exact", "both"):
         rep.stage("mining", f"parallel FP-Growth, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len
                                                                              else ""))
         itemsets = mine_frequent(tx, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
@@ -65,7 +69,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float):
         rep.info(f"no item reaches min_support {r.min_support} ({min_count:,} of {n:,} transactions): "
                  "no itemsets and no rules; lower rules.min_support")
     rules = association_rules(itemsets, n, r.min_confidence)
-    mining_seconds = time.perf_counter() - t0
+    mining_seconds = time.perf_counter() - t0 - (neural["seconds"] if neural else 0.0)
     rep.info(f"{len(itemsets):,} frequent itemsets, {len(rules):,} rules at min_confidence {r.min_confidence}")
 
     rep.stage("writing", "itemsets, rules, metrics, report")
@@ -75,16 +79,30 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float):
                                "n_frequent_items": int(len(frequent)), "n_itemsets": int(len(itemsets)),
                                "n_rules": int(len(rules)), "min_count": int(min_count),
                                "mining_seconds": round(mining_seconds, 3), "groups": int(groups)}
+    if neural is not None:
+        metrics.update({"n_rules_neural": int(len(neural["rules"])), "n_candidates_neural": neural["candidates"],
+                        "neural_seconds": round(neural["seconds"], 3)})
+        if r.miner == "both":
+            metrics["neural_top_recall"] = _top_recall(rules, neural["rules"], r.neural_antecedent, r.top)
+        if r.miner == "neural":  # no itemsets are enumerated: rules.parquet holds the neural rules
+            metrics.update({"mining_seconds": round(neural["seconds"], 3), "n_rules": int(len(neural["rules"]))})
     if not frequent:
         metrics["message"] = f"no item reaches min_support {r.min_support} ({min_count} transactions)"
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
     write_parquet_batches(folder.path("itemsets.parquet"), [items_tab])
+    if neural is not None:
+        neural_tab = _rules_table(neural["rules"], names)
+        if r.miner == "neural":
+            rules_tab = neural_tab
+        else:
+            write_parquet_batches(folder.path("neural_rules.parquet"), [neural_tab])
     write_parquet_batches(folder.path("rules.parquet"), [rules_tab])
     write_json(folder.path("metrics.json"), metrics)
     folder.path("job.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
     from dlmine_ray.report.rules import write_rules_report
 
-    write_rules_report(folder.path("report.html"), spec, metrics, rules_tab.to_pandas())
+    write_rules_report(folder.path("report.html"), spec, metrics, rules_tab.to_pandas(),
+                       _rules_table(neural["rules"], names).to_pandas() if neural is not None else None)
     return RunResult(folder.final, metrics, spec, None, {"mining_seconds": mining_seconds})
 
 
@@ -95,3 +113,68 @@ def _shape(spec) -> str:
     if d.items:
         return f"baskets: list column '{d.items}'"
     return "a table: every column=value is an item"
+
+
+def _neural_rules(spec, tx, frequent, counts, n, min_count, rep, cluster_cpus, storage, local_storage) -> dict:
+    """Train the item autoencoder with the generic loop, probe it for candidate rules, recount
+    every candidate exactly; return {"rules": DataFrame (rank tuples), "candidates", "seconds"}."""
+    import os
+
+    import torch
+
+    from dlmine_ray.data.transactions import count_rules, multi_hot
+    from dlmine_ray.progress import BoardWatcher, make_board
+    from dlmine_ray.runner import _fit
+    from dlmine_ray.tasks import get_task
+    from dlmine_ray.tasks.rules import candidate_rules
+    from dlmine_ray.train.trainer import use_ray_train
+
+    r = spec.rules
+    t0 = time.perf_counter()
+    task = get_task("rules")
+    ranks = {item: i for i, item in enumerate(frequent)}
+    hot = multi_hot(tx, ranks, len(frequent)).materialize()
+    info = task.initial_info(spec, frequent)
+    big = use_ray_train(spec, hot.size_bytes())
+    rep.stage("neural mining", f"autoencoder over {len(frequent):,} items, "
+                               f"{'Ray Train workers' if big else 'one Ray task'}, up to {spec.train.epochs} epochs")
+    layout = {"n_features": len(frequent), "info": info, "has_valid": False, "stage": "fit",
+              "train": spec.train.model_dump()}
+    board = make_board()
+    with BoardWatcher(board, rep):
+        outcome = _fit(spec, {"train": hot}, layout, storage, board, cluster_cpus,
+                       os.path.join(local_storage, "neural"), big)
+    model = task.build_model(len(frequent), info, spec.model.model_dump())
+    model.load_state_dict(torch.load(outcome.state_path, map_location="cpu", weights_only=True))
+    priors = np.asarray([counts[i] / n for i in frequent], dtype=np.float32)
+    cands = candidate_rules(model, priors, r.neural_antecedent, r.neural_threshold)
+    rep.info(f"{len(cands):,} candidate rules from probing; recounting them on the data")
+    exact = count_rules(tx, ranks, cands)
+    rows = []
+    item_count = np.asarray([counts[i] for i in frequent], dtype=np.float64)
+    for ant, (n_ant, by_c) in exact.items():
+        for c, both in by_c.items():
+            if both >= min_count and n_ant and both >= r.min_confidence * n_ant - 1e-9:
+                rows.append((tuple(sorted(ant)), (c,), both, n_ant, item_count[c]))
+    df = pd.DataFrame(rows, columns=["antecedent", "consequent", "count", "a", "c"])
+    s_c = df["c"].to_numpy() / n
+    support = df["count"].to_numpy(np.float64) / n
+    conf = df["count"].to_numpy(np.float64) / np.maximum(df["a"].to_numpy(np.float64), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conviction = np.where(conf >= 1.0, np.inf, (1.0 - s_c) / (1.0 - conf))
+    out = pd.DataFrame({"antecedent": df["antecedent"], "consequent": df["consequent"], "support": support,
+                        "confidence": conf, "lift": conf / s_c, "leverage": support - df["a"].to_numpy() / n * s_c,
+                        "conviction": conviction, "count": df["count"].astype(np.int64)})
+    rep.info(f"{len(out):,} neural rules meet min_support and min_confidence (exact counts)")
+    return {"rules": out, "candidates": len(cands), "seconds": time.perf_counter() - t0}
+
+
+def _top_recall(exact: pd.DataFrame, neural: pd.DataFrame, max_antecedent: int, top: int) -> float:
+    """The share of the exact miner's ``top`` rules by lift (of the form the neural miner can
+    find: one consequent, at most ``max_antecedent`` antecedent items) that the neural miner found."""
+    form = exact[(exact["consequent"].map(len) == 1) & (exact["antecedent"].map(len) <= max_antecedent)]
+    best = form.sort_values("lift", ascending=False, kind="stable").head(top)
+    if not len(best):
+        return float("nan")
+    found = {(tuple(a), tuple(c)) for a, c in zip(neural["antecedent"], neural["consequent"])}
+    return float(np.mean([(tuple(a), tuple(c)) in found for a, c in zip(best["antecedent"], best["consequent"])]))

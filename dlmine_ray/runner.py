@@ -114,7 +114,7 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     if spec.task == "rules":
         from dlmine_ray.rules_run import run_rules
 
-        return run_rules(spec, ds, folder, rep, cluster_cpus, t_start)
+        return run_rules(spec, ds, folder, rep, cluster_cpus, t_start, storage, local_storage)
 
     task = get_task(spec.task)
     rep.stage("profiling and splitting", f"valid={d.split.valid} test={d.split.test} seed={d.split.seed}")

@@ -169,6 +169,12 @@ class RulesSpec(_Strict):
     groups: Optional[int] = Field(None, ge=1, description="item groups mined in parallel; default: the "
                                                          "cluster's CPUs")
     top: int = Field(20, ge=1, description="rules shown in the report")
+    miner: Literal["exact", "neural", "both"] = Field(
+        "exact", description="exact: parallel FP-Growth; neural: an autoencoder probed for rules (Aerial), "
+                             "every rule recounted exactly; both: both, compared in the report")
+    neural_antecedent: int = Field(2, ge=1, le=3, description="neural: largest antecedent probed")
+    neural_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="neural: the probability the reconstruction "
+                                                                     "must give the consequent")
 
     @field_validator("min_support", mode="before")
     @classmethod

@@ -166,3 +166,71 @@ def mine_frequent(tx, ranks: dict[str, int], groups: int, min_count: int, max_le
     for found in ray.get(futures):
         out.update(found)
     return out
+
+
+def _multi_hot_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, n_items: int) -> pa.Table:
+    from ray.data.extensions import ArrowTensorArray
+
+    rows, codes, names, n = _flat(batch)
+    idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
+    r = np.where(idx >= 0, rank_of[idx], -1)[codes] if len(codes) else np.zeros(0, np.int64)
+    keep = r >= 0
+    x = np.zeros((n, n_items), dtype=np.uint8)
+    x[rows[keep], r[keep]] = 1
+    return pa.table({"features": ArrowTensorArray.from_numpy(x), "target": np.zeros(n, dtype=np.int8)})
+
+
+def multi_hot(tx, ranks: dict[str, int], n_items: int):
+    """Transactions as 0/1 vectors over the ranked items (``features``, uint8) plus the loop's
+    dummy ``target``: the neural miner's training data."""
+    vocab = pd.Index(list(ranks.keys()))
+    rank_of = np.asarray(list(ranks.values()), dtype=np.int64)
+    return tx.map_batches(_multi_hot_block, fn_args=(vocab, rank_of, n_items), batch_format="pyarrow")
+
+
+def _count_rules_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, n_items: int,
+                       wanted: dict[tuple, list]) -> dict[tuple, tuple[int, np.ndarray]]:
+    from scipy import sparse
+
+    rows, codes, names, n = _flat(batch)
+    idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
+    r = np.where(idx >= 0, rank_of[idx], -1)[codes] if len(codes) else np.zeros(0, np.int64)
+    keep = r >= 0
+    x = sparse.csr_matrix((np.ones(int(keep.sum()), np.int64), (rows[keep], r[keep])), shape=(n, n_items))
+    xc = x.tocsc()
+    out = {}
+    for ant, cons in wanted.items():
+        mask = np.ones(n, dtype=bool)
+        for a in ant:
+            col = np.zeros(n, dtype=bool)
+            col[xc.indices[xc.indptr[a]:xc.indptr[a + 1]]] = True
+            mask &= col
+        hit = np.nonzero(mask)[0]
+        both = np.asarray(x[hit][:, cons].sum(axis=0)).ravel() if len(hit) else np.zeros(len(cons), np.int64)
+        out[ant] = (len(hit), both)
+    return out
+
+
+def count_rules(tx, ranks: dict[str, int], candidates: list[tuple[tuple, int]]) -> dict:
+    """Exact counts for candidate rules: {antecedent: (transactions holding it,
+    {consequent: transactions holding antecedent and consequent})}, one Ray task per block."""
+    import ray
+
+    wanted: dict[tuple, list] = {}
+    for ant, c in candidates:
+        wanted.setdefault(tuple(ant), []).append(int(c))
+    if not wanted:
+        return {}
+    vocab = ray.put(pd.Index(list(ranks.keys())))
+    rank_of = ray.put(np.asarray(list(ranks.values()), dtype=np.int64))
+    w = ray.put(wanted)
+    task = ray.remote(_count_rules_block)
+    totals: dict[tuple, list] = {}
+    for part in ray.get([task.remote(b, vocab, rank_of, len(ranks), w) for b in _blocks(tx)]):
+        for ant, (n_ant, both) in part.items():
+            if ant in totals:
+                totals[ant][0] += n_ant
+                totals[ant][1] = totals[ant][1] + both
+            else:
+                totals[ant] = [n_ant, both]
+    return {ant: (n_ant, dict(zip(wanted[ant], both.tolist()))) for ant, (n_ant, both) in totals.items()}

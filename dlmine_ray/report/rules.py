@@ -30,7 +30,7 @@ def _scatter(rules: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def write_rules_report(path: Path, spec, metrics: dict, rules: pd.DataFrame) -> None:
+def write_rules_report(path: Path, spec, metrics: dict, rules: pd.DataFrame, neural=None) -> None:
     """Write the run's report page to ``path`` (atomically)."""
     r = spec.rules
     parts = [f"<h1>{html.escape(spec.name)}</h1>",
@@ -51,6 +51,17 @@ def write_rules_report(path: Path, spec, metrics: dict, rules: pd.DataFrame) -> 
                   _table(top[["antecedent", "consequent", "support", "confidence", "lift", "leverage", "conviction"]],
                          left=("antecedent", "consequent")),
                   "<h2>Support and confidence</h2>", _scatter(rules)]
+    if neural is not None and spec.rules.miner == "both":
+        cmp = pd.DataFrame([
+            {"miner": "exact (parallel FP-Growth)", "rules": metrics["n_rules"], "seconds": metrics["mining_seconds"]},
+            {"miner": "neural (autoencoder, recounted)", "rules": metrics["n_rules_neural"],
+             "seconds": metrics["neural_seconds"]}])
+        parts += ["<h2>Neural miner vs exact miner</h2>", _table(cmp, left=("miner",)),
+                  f"<p>The neural miner found {metrics.get('neural_top_recall', float('nan')):.0%} of the exact "
+                  f"miner's {spec.rules.top} strongest rules by lift among those of the form it can find (one "
+                  f"consequent, at most {spec.rules.neural_antecedent} antecedent items). It proposed "
+                  f"{metrics['n_candidates_neural']:,} candidates; every reported rule's support and confidence "
+                  "are recounted on the data.</p>"]
     parts += ["<h2>Job</h2>", f"<pre>{html.escape(yaml.safe_dump(spec.model_dump(), sort_keys=False))}</pre>"]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}</title>" \
            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"

@@ -5,9 +5,10 @@ from dlmine_ray.tasks.classify import ClassifyTask
 from dlmine_ray.tasks.cluster import ClusterTask
 from dlmine_ray.tasks.detect import DetectTask
 from dlmine_ray.tasks.regress import RegressTask
+from dlmine_ray.tasks.rules import RulesTask
 
 TASKS: dict[str, Task] = {"classify": ClassifyTask(), "regress": RegressTask(), "cluster": ClusterTask(),
-                          "detect": DetectTask()}
+                          "detect": DetectTask(), "rules": RulesTask()}
 
 
 def get_task(name: str) -> Task:
