@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_pipeline import TreeSampler, psutil, wait_quiet  # noqa: E402
+from bench_pipeline import TreeSampler, _json_default, psutil, wait_quiet  # noqa: E402
 
 ID, LABEL = "row_id", "label"
 MEASURES = ("ours_e2e", "ours_model", "if_read", "if_score")
@@ -317,14 +317,6 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(res, indent=1, default=_json_default))
         print(f"results written to {args.json}")
     return 0
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    return str(o)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from dlmine_ray.cluster import ray_session
-from dlmine_ray.data.read import first_line, read_dataset
+from dlmine_ray.data.read import dataset_columns, first_line, read_dataset
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.infer import check_columns, score_dataset
 from dlmine_ray.outputs import write_parquet_batches
@@ -28,13 +28,7 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
     out.parent.mkdir(parents=True, exist_ok=True)
     with ray_session(address, verbose):
         ds = read_dataset(data, fmt)
-        try:
-            schema = ds.schema()
-        except Exception as err:
-            raise DlmineError(f"cannot read data: {first_line(err)}") from None
-        if schema is None:
-            raise DlmineError("the dataset is empty: no rows were read")
-        names = list(schema.names)
+        names, _ = dataset_columns(ds)
         meta = check_columns(names, model)
         keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)
         scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size)

@@ -157,3 +157,15 @@ def first_line(err: BaseException) -> str:
         if not ln.startswith(("File ", "Traceback", "^", "~")):
             return ln[:300]
     return type(cause).__name__
+
+
+def dataset_columns(ds) -> tuple[list[str], dict]:
+    """The column names and types of a Ray Dataset; DlmineError when it cannot be read or is empty."""
+    try:
+        schema = ds.schema()
+    except Exception as err:
+        raise DlmineError(f"cannot read data: {first_line(err)}") from None
+    if schema is None:
+        raise DlmineError("the dataset is empty: no rows were read")
+    names = list(schema.names)
+    return names, dict(zip(names, schema.types))

@@ -14,21 +14,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dlmine_ray.data.read import first_line
+from dlmine_ray.data.read import dataset_columns, first_line
 from dlmine_ray.errors import DlmineError
 
 
 def transactions(ds, spec):
     """A Ray Dataset with one ``items`` list column (one row per transaction)."""
     d = spec.data
-    try:
-        schema = ds.schema()
-    except Exception as err:
-        raise DlmineError(f"cannot read data: {first_line(err)}") from None
-    if schema is None:
-        raise DlmineError("the dataset is empty: no rows were read")
-    names = list(schema.names)
-    types = dict(zip(names, schema.types))
+    names, types = dataset_columns(ds)
     for col, field in ((d.items, "data.items"), (d.transaction, "data.transaction"), (d.id, "data.id")):
         if col is not None and col not in names:
             raise DlmineError(f"column '{col}' ({field}) not found; columns are: {', '.join(names[:20])}")

@@ -194,8 +194,14 @@ def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: 
     if feature_names:
         parts.append(f'<p class="muted">{len(feature_names)} encoded model inputs.</p>')
 
-    parts.append("<h2>Job</h2>")
-    parts.append(f"<pre>{html.escape(yaml.safe_dump(spec.model_dump(), sort_keys=False))}</pre>")
+    write_page(path, spec, parts)
+
+
+def write_page(path, spec, parts: list[str]) -> None:
+    """Append the job's YAML to ``parts`` and write the page to ``path`` atomically (a temporary
+    name, then a rename): the report of every task ends this way."""
+    parts = parts + ["<h2>Job</h2>",
+                     f"<pre>{html.escape(yaml.safe_dump(spec.model_dump(), sort_keys=False))}</pre>"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)} · dlmine_ray</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     path = Path(path)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from dlmine_ray.report.html import _CSS, _class_balance, _fmt, _learning_curves, _png, _table
+from dlmine_ray.report.html import _class_balance, _fmt, _learning_curves, _png, _table, write_page
 
 # the metrics put side by side with the baseline, in this order; the sets say which way is better
 _COMPARED = {"cluster": ["silhouette", "davies_bouldin", "nmi", "ari", "acc"],
@@ -305,11 +302,4 @@ def write_mining_report(path: Path, spec, profile: dict, history: list[dict], me
     if profile.get("columns"):
         parts.append(_table(pd.DataFrame(profile["columns"]), left=("column", "type")))
 
-    parts.append("<h2>Job</h2>")
-    parts.append(f"<pre>{html.escape(yaml.safe_dump(spec.model_dump(), sort_keys=False))}</pre>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)} · dlmine_ray</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:6]}"
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_page(path, spec, parts)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from dlmine_ray.report.html import _CSS, _png, _table
+from dlmine_ray.report.html import _png, _table, write_page
 
 
 def _scatter(rules: pd.DataFrame) -> str:
@@ -62,9 +60,4 @@ def write_rules_report(path: Path, spec, metrics: dict, rules: pd.DataFrame, neu
                   f"consequent, at most {spec.rules.neural_antecedent} antecedent items). It proposed "
                   f"{metrics['n_candidates_neural']:,} candidates; every reported rule's support and confidence "
                   "are recounted on the data.</p>"]
-    parts += ["<h2>Job</h2>", f"<pre>{html.escape(yaml.safe_dump(spec.model_dump(), sort_keys=False))}</pre>"]
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}</title>" \
-           f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_page(path, spec, parts)
