@@ -112,18 +112,38 @@ def count_items(tx) -> tuple[int, Counter]:
     return total, counts
 
 
+def _ranked(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """A batch's transactions as flat (row, rank) pairs of their frequent items, sorted by row
+    and rank, duplicates removed: one sort of ``row * n_ranks + rank``."""
+    import pyarrow.compute as pc
+
+    col = batch.column("items").combine_chunks()
+    n = len(col)
+    empty = np.zeros(0, np.int64)
+    offsets = col.offsets.to_numpy() if n else empty
+    if n == 0 or offsets[-1] == offsets[0]:
+        return empty, empty, n
+    values = col.values.slice(offsets[0], offsets[-1] - offsets[0])
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    enc = pc.dictionary_encode(pc.cast(values, pa.string()))
+    idx = vocab.get_indexer(np.asarray(enc.dictionary.to_pylist(), dtype=object))
+    code_rank = np.where(idx >= 0, rank_of[np.maximum(idx, 0)], -1)  # infrequent items: -1
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    valid = ~np.asarray(enc.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    r = code_rank[codes[valid].astype(np.int64)]
+    keep = r >= 0
+    width = int(rank_of.max()) + 1 if len(rank_of) else 1
+    key = np.sort(rows[valid][keep] * width + r[keep])
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    return key // width, key % width, n
+
+
 def _emit_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> list[dict]:
     """One block's group-dependent prefixes, counted: one dict per group."""
     from dlmine_ray.mining.itemsets import group_prefixes_sorted
 
-    rows, codes, names, n = _flat(batch)
-    item_rank = rank_of[vocab.get_indexer(names)] if len(names) else np.zeros(0, np.int64)
-    item_rank = np.where(vocab.get_indexer(names) >= 0, item_rank, -1) if len(names) else item_rank
-    r = item_rank[codes] if len(codes) else np.zeros(0, np.int64)
-    keep = r >= 0  # infrequent items leave the transactions
-    rows, r = rows[keep], r[keep]
-    order = np.lexsort((r, rows))
-    return group_prefixes_sorted(rows[order], r[order], groups)
+    rows, r, _ = _ranked(batch, vocab, rank_of)
+    return group_prefixes_sorted(rows, r, groups)
 
 
 def _emit_one(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> dict:

@@ -33,16 +33,17 @@ def group_prefixes_sorted(rows: np.ndarray, ranks: np.ndarray, groups: int) -> l
     out: list[Counter] = [Counter() for _ in range(groups)]
     if len(rows) == 0:
         return [dict(c) for c in out]
-    key = rows * groups + ranks % groups
-    # the last position of each (transaction, group): the end of the prefix sent to the group
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    ends = order[np.r_[sk[1:] != sk[:-1], True]] + 1
-    starts = np.searchsorted(rows, rows[ends - 1])
-    grp = (ranks[ends - 1] % groups).tolist()
+    starts_of_row = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    pos = np.arange(len(ranks))
+    grp = ranks % groups
     flat = ranks.tolist()
-    for g, s, e in zip(grp, starts.tolist(), ends.tolist()):
-        out[g][tuple(flat[s:e])] += 1
+    for g in range(groups):
+        # the last position of group g in each transaction (-1: none) ends the prefix sent to g
+        last = np.maximum.reduceat(np.where(grp == g, pos, -1), starts_of_row)
+        has = last >= 0
+        counter = out[g]
+        for s, e in zip(starts_of_row[has].tolist(), (last[has] + 1).tolist()):
+            counter[tuple(flat[s:e])] += 1
     return [dict(c) for c in out]
 
 
