@@ -13,7 +13,7 @@ import pyarrow as pa
 import yaml
 
 from dlmine_ray.data.transactions import count_items, mine_frequent, transactions
-from dlmine_ray.mining.itemsets import association_rules, min_count_for
+from dlmine_ray.mining.itemsets import association_rules, min_count_for, rule_table
 from dlmine_ray.outputs import write_json, write_parquet_batches
 
 _LIST = pa.list_(pa.string())
@@ -58,19 +58,19 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
              f"(min_support {r.min_support} = {min_count:,} transactions)")
     groups = r.groups or max(1, int(cluster_cpus))
     itemsets: dict[tuple, int] = {}
-    neural = None
-    if frequent and r.miner in ("neural", "both"):
-        neural = _neural_rules(spec, tx, frequent, counts, n, min_count, rep, cluster_cpus, storage, local_storage)
     if frequent and r.miner in ("exact", "both"):
         rep.stage("mining", f"parallel FP-Growth, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len
                                                                              else ""))
         itemsets = mine_frequent(tx, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
-    else:
+    elif not frequent:
         rep.info(f"no item reaches min_support {r.min_support} ({min_count:,} of {n:,} transactions): "
                  "no itemsets and no rules; lower rules.min_support")
     rules = association_rules(itemsets, n, r.min_confidence)
-    mining_seconds = time.perf_counter() - t0 - (neural["seconds"] if neural else 0.0)
+    mining_seconds = time.perf_counter() - t0  # counting + exact mining + rules
     rep.info(f"{len(itemsets):,} frequent itemsets, {len(rules):,} rules at min_confidence {r.min_confidence}")
+    neural = None
+    if frequent and r.miner in ("neural", "both"):
+        neural = _neural_rules(spec, tx, frequent, counts, n, min_count, rep, cluster_cpus, storage, local_storage)
 
     rep.stage("writing", "itemsets, rules, metrics, report")
     items_tab = _itemset_table(itemsets, names, n)
@@ -90,8 +90,8 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
         metrics["message"] = f"no item reaches min_support {r.min_support} ({min_count} transactions)"
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
     write_parquet_batches(folder.path("itemsets.parquet"), [items_tab])
+    neural_tab = _rules_table(neural["rules"], names) if neural is not None else None
     if neural is not None:
-        neural_tab = _rules_table(neural["rules"], names)
         if r.miner == "neural":
             rules_tab = neural_tab
         else:
@@ -102,7 +102,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     from dlmine_ray.report.rules import write_rules_report
 
     write_rules_report(folder.path("report.html"), spec, metrics, rules_tab.to_pandas(),
-                       _rules_table(neural["rules"], names).to_pandas() if neural is not None else None)
+                       neural_tab.to_pandas() if neural_tab is not None else None)
     return RunResult(folder.final, metrics, spec, None, {"mining_seconds": mining_seconds})
 
 
@@ -150,21 +150,16 @@ def _neural_rules(spec, tx, frequent, counts, n, min_count, rep, cluster_cpus, s
     cands = candidate_rules(model, priors, r.neural_antecedent, r.neural_threshold)
     rep.info(f"{len(cands):,} candidate rules from probing; recounting them on the data")
     exact = count_rules(tx, ranks, cands)
-    rows = []
-    item_count = np.asarray([counts[i] for i in frequent], dtype=np.float64)
+    ants, cons, both_counts, ant_counts, con_counts = [], [], [], [], []
     for ant, (n_ant, by_c) in exact.items():
         for c, both in by_c.items():
             if both >= min_count and n_ant and both >= r.min_confidence * n_ant - 1e-9:
-                rows.append((tuple(sorted(ant)), (c,), both, n_ant, item_count[c]))
-    df = pd.DataFrame(rows, columns=["antecedent", "consequent", "count", "a", "c"])
-    s_c = df["c"].to_numpy() / n
-    support = df["count"].to_numpy(np.float64) / n
-    conf = df["count"].to_numpy(np.float64) / np.maximum(df["a"].to_numpy(np.float64), 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conviction = np.where(conf >= 1.0, np.inf, (1.0 - s_c) / (1.0 - conf))
-    out = pd.DataFrame({"antecedent": df["antecedent"], "consequent": df["consequent"], "support": support,
-                        "confidence": conf, "lift": conf / s_c, "leverage": support - df["a"].to_numpy() / n * s_c,
-                        "conviction": conviction, "count": df["count"].astype(np.int64)})
+                ants.append(tuple(sorted(ant)))
+                cons.append((c,))
+                both_counts.append(both)
+                ant_counts.append(n_ant)
+                con_counts.append(counts[frequent[c]])
+    out = rule_table(ants, cons, both_counts, ant_counts, con_counts, n)
     rep.info(f"{len(out):,} neural rules meet min_support and min_confidence (exact counts)")
     return {"rules": out, "candidates": len(cands), "seconds": time.perf_counter() - t0}
 

@@ -111,9 +111,11 @@ def run_unsupervised(spec, task, ds_split, prep, profile, folder, storage: str, 
         what = f"data.normal_when '{d.normal_when}' selects" if d.normal_when else "the split leaves"
         raise DlmineError(f"{what} {n_train} training row(s); at least 2 are needed")
     sets = {"train": train}
+    n_valid = 0
     if d.split.valid > 0:
         valid = encoded.filter(expr=col(SPLIT_COL) == 1).select_columns(cols).materialize()
-        if valid.count() > 0:
+        n_valid = valid.count()
+        if n_valid > 0:
             sets["valid"] = valid
     rep.info(f"{prep.n_features} encoded features from {len(prep.input_columns)} columns; "
              f"{n_train:,} training rows" + (f" (data.normal_when: {d.normal_when})" if d.normal_when else ""))
@@ -185,7 +187,7 @@ def run_unsupervised(spec, task, ds_split, prep, profile, folder, storage: str, 
     metrics: dict[str, Any] = {"task": spec.task}
     metrics.update(result.metrics)
     metrics.update({"rows": profile.n_rows, "rows_train": int(n_train),
-                    "rows_valid": int(base_sets["valid"].count()) if "valid" in base_sets else 0,
+                    "rows_valid": int(n_valid),
                     "train_seconds": round(train_seconds, 3), "epochs_run": len(history),
                     "trainer": "ray_train" if big else "task", "stages": stages})
     if baseline is not None:

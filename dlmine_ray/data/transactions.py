@@ -112,6 +112,11 @@ def count_items(tx) -> tuple[int, Counter]:
     return total, counts
 
 
+def _flist(ranks: dict[str, int]) -> tuple[pd.Index, np.ndarray]:
+    """The F-list as (item names, their ranks), the form the block functions look items up in."""
+    return pd.Index(list(ranks.keys())), np.asarray(list(ranks.values()), dtype=np.int64)
+
+
 def _ranked(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """A batch's transactions as flat (row, rank) pairs of their frequent items, sorted by row
     and rank, duplicates removed: one sort of ``row * n_ranks + rank``."""
@@ -166,8 +171,7 @@ def mine_frequent(tx, ranks: dict[str, int], groups: int, min_count: int, max_le
     them locally (reduce). Returns {sorted rank tuple: count} for every frequent itemset."""
     import ray
 
-    vocab = ray.put(pd.Index(list(ranks.keys())))
-    rank_of = ray.put(np.asarray(list(ranks.values()), dtype=np.int64))
+    vocab, rank_of = (ray.put(v) for v in _flist(ranks))
     # one object per (block, group): a group's reducer fetches only its own prefixes
     emit = ray.remote(num_returns=groups)(_emit_block) if groups > 1 else ray.remote(_emit_one)
     per_block = [emit.remote(b, vocab, rank_of, groups) for b in _blocks(tx)]
@@ -184,32 +188,24 @@ def mine_frequent(tx, ranks: dict[str, int], groups: int, min_count: int, max_le
 def _multi_hot_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, n_items: int) -> pa.Table:
     from ray.data.extensions import ArrowTensorArray
 
-    rows, codes, names, n = _flat(batch)
-    idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
-    r = np.where(idx >= 0, rank_of[idx], -1)[codes] if len(codes) else np.zeros(0, np.int64)
-    keep = r >= 0
+    rows, r, n = _ranked(batch, vocab, rank_of)
     x = np.zeros((n, n_items), dtype=np.uint8)
-    x[rows[keep], r[keep]] = 1
+    x[rows, r] = 1
     return pa.table({"features": ArrowTensorArray.from_numpy(x), "target": np.zeros(n, dtype=np.int8)})
 
 
 def multi_hot(tx, ranks: dict[str, int], n_items: int):
     """Transactions as 0/1 vectors over the ranked items (``features``, uint8) plus the loop's
     dummy ``target``: the neural miner's training data."""
-    vocab = pd.Index(list(ranks.keys()))
-    rank_of = np.asarray(list(ranks.values()), dtype=np.int64)
-    return tx.map_batches(_multi_hot_block, fn_args=(vocab, rank_of, n_items), batch_format="pyarrow")
+    return tx.map_batches(_multi_hot_block, fn_args=(*_flist(ranks), n_items), batch_format="pyarrow")
 
 
 def _count_rules_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, n_items: int,
                        wanted: dict[tuple, list]) -> dict[tuple, tuple[int, np.ndarray]]:
     from scipy import sparse
 
-    rows, codes, names, n = _flat(batch)
-    idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
-    r = np.where(idx >= 0, rank_of[idx], -1)[codes] if len(codes) else np.zeros(0, np.int64)
-    keep = r >= 0
-    x = sparse.csr_matrix((np.ones(int(keep.sum()), np.int64), (rows[keep], r[keep])), shape=(n, n_items))
+    rows, r, n = _ranked(batch, vocab, rank_of)
+    x = sparse.csr_matrix((np.ones(len(r), np.int64), (rows, r)), shape=(n, n_items))
     xc = x.tocsc()
     out = {}
     for ant, cons in wanted.items():
@@ -234,8 +230,7 @@ def count_rules(tx, ranks: dict[str, int], candidates: list[tuple[tuple, int]]) 
         wanted.setdefault(tuple(ant), []).append(int(c))
     if not wanted:
         return {}
-    vocab = ray.put(pd.Index(list(ranks.keys())))
-    rank_of = ray.put(np.asarray(list(ranks.values()), dtype=np.int64))
+    vocab, rank_of = (ray.put(v) for v in _flist(ranks))
     w = ray.put(wanted)
     task = ray.remote(_count_rules_block)
     totals: dict[tuple, list] = {}

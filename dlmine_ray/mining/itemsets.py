@@ -83,7 +83,6 @@ def association_rules(itemsets: dict[tuple, int], n_transactions: int, min_confi
     antecedent and consequent as sorted rank tuples."""
     from itertools import combinations
 
-    n = float(n_transactions)
     rows_a, rows_c, counts, ant_counts, con_counts = [], [], [], [], []
     for items, count in itemsets.items():
         k = len(items)
@@ -100,6 +99,14 @@ def association_rules(itemsets: dict[tuple, int], n_transactions: int, min_confi
                 counts.append(count)
                 ant_counts.append(a_count)
                 con_counts.append(itemsets[con])
+    return rule_table(rows_a, rows_c, counts, ant_counts, con_counts, n_transactions)
+
+
+def rule_table(antecedents: list, consequents: list, counts, ant_counts, con_counts,
+               n_transactions: int) -> pd.DataFrame:
+    """Rules with their measures from counts: transactions holding the whole rule, its
+    antecedent, its consequent. Conviction is infinite where the confidence is 1."""
+    n = float(n_transactions)
     c = np.asarray(counts, dtype=np.float64)
     a = np.asarray(ant_counts, dtype=np.float64)
     s_c = np.asarray(con_counts, dtype=np.float64) / n
@@ -107,6 +114,7 @@ def association_rules(itemsets: dict[tuple, int], n_transactions: int, min_confi
     conf = c / np.maximum(a, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         conviction = np.where(conf >= 1.0, np.inf, (1.0 - s_c) / (1.0 - conf))
-    return pd.DataFrame({"antecedent": rows_a, "consequent": rows_c, "support": support, "confidence": conf,
-                         "lift": conf / np.where(s_c > 0, s_c, np.nan), "leverage": support - (a / n) * s_c,
-                         "conviction": conviction, "count": c.astype(np.int64)})
+    return pd.DataFrame({"antecedent": list(antecedents), "consequent": list(consequents), "support": support,
+                         "confidence": conf, "lift": conf / np.where(s_c > 0, s_c, np.nan),
+                         "leverage": support - (a / n) * s_c, "conviction": conviction,
+                         "count": c.astype(np.int64)})

@@ -112,10 +112,7 @@ class ClusterTask(UnsupervisedTask):
                                f"{'codes' if c.init_on == 'codes' else 'rows'}")
             if "distill" in self.stages(spec):
                 setup.train_on = (samples["train"], labels.astype(np.int64))
-        if stage == self.stages(spec)[-1]:
-            if stage != "pretrain":
-                with torch.no_grad():
-                    z = model(x, out="code").numpy().astype(np.float64)
+        if stage == self.stages(spec)[-1]:  # z: this stage's codes, computed above
             mean = z.mean(axis=0)
             # the 2-D map: the codes' two principal axes
             _, _, vt = np.linalg.svd(z - mean, full_matrices=False)

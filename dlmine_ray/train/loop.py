@@ -315,12 +315,15 @@ def _epoch_stats(task, model, batches: ShardBatches, epoch: int, stage: str, inf
         empty = task.epoch_stats(model, torch.zeros((0, n_features), device=env.device), stage, info)
         if empty is None:
             return None
-        sums = {k: v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v for k, v in empty.items()}
+        sums = {k: _as_numpy(v) for k, v in empty.items()}
         for x, _ in batches.epoch(epoch):
             for k, v in task.epoch_stats(model, x.to(env.device), stage, info).items():
-                v = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v
-                sums[k] = sums[k] + v if k in sums else v
+                sums[k] = sums[k] + _as_numpy(v)
     return env.all_sum(sums)
+
+
+def _as_numpy(v):
+    return v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else v
 
 
 def train_worker(config: dict) -> None:
