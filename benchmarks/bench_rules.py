@@ -8,10 +8,17 @@ basket; `dlmine make-data baskets`) and min_support (0.5% and 0.2%):
   mlxtend TransactionEncoder (sparse) + fpgrowth, from Python lists in memory;
   pyfim   fim.fpgrowth from the same Python lists.
 Reading is not timed for anyone. The three must find the same itemsets (checked). Ratios > 1
-mean ours is faster: mlxtend/ours and pyfim/ours.
+mean ours is faster: mlxtend/ours and pyfim/ours. Before the table, one small warm-up run
+starts Ray's worker processes and loads the compiled local miner (its time is printed: the
+cost a cold cluster pays once); the figures after it are warm.
+
+Memory: each miner runs a second time (not timed) while a thread samples the summed PSS of this
+process and its descendants (the local Ray: workers, raylet with the object store); the figure
+is the peak above the value before the call, so the input lists/blocks already held do not
+count. Skip it with --no-memory.
 
     python benchmarks/bench_rules.py [--sizes 100000 1000000] [--supports 0.005 0.002]
-                                     [--mlxtend-max 100000] [--cpus 2]
+                                     [--mlxtend-max 100000] [--cpus 2] [--no-memory]
 """
 
 from __future__ import annotations
@@ -34,64 +41,91 @@ def main() -> None:
     ap.add_argument("--avg-items", type=float, default=10.0)
     ap.add_argument("--mlxtend-max", type=int, default=100_000, help="skip mlxtend above this many baskets")
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     args = ap.parse_args()
 
     import fim
+    import pandas as pd
     import pyarrow.parquet as pq
+    from mlxtend.frequent_patterns import fpgrowth
+    from mlxtend.preprocessing import TransactionEncoder
 
     from dlmine_ray.cluster import ray_session
     from dlmine_ray.data.read import read_dataset
     from dlmine_ray.data.synthetic import make_data
     from dlmine_ray.data.transactions import count_items, mine_frequent, transactions
     from dlmine_ray.spec import spec_from_dict
+    from peak_memory import TreePeak
+
+    def read(path):
+        spec = spec_from_dict({"task": "rules", "data": {"path": str(path), "items": "items"}})
+        return transactions(read_dataset(str(path)), spec).materialize()
+
+    def ours(tx, min_count):
+        _, counts, encoded = count_items(tx)
+        freq = sorted((i for i, c in counts.items() if c >= min_count), key=lambda i: (-counts[i], i))
+        found = mine_frequent(encoded, {i: r for r, i in enumerate(freq)}, args.cpus, min_count, None)
+        return {frozenset(freq[i] for i in k): c for k, c in found.items()}
+
+    def pyfim(lists, min_count):
+        return {frozenset(k): c for k, c in fim.fpgrowth(lists, target="s", supp=-min_count, report="a")}
+
+    def mlxtend(lists, min_count):
+        te = TransactionEncoder()
+        onehot = pd.DataFrame.sparse.from_spmatrix(te.fit(lists).transform(lists, sparse=True), columns=te.columns_)
+        found = fpgrowth(onehot, min_support=min_count / len(lists) - 1e-12, use_colnames=True)
+        return {frozenset(k): int(round(v * len(lists))) for k, v in zip(found["itemsets"], found["support"])}
+
+    def timed(fn, *a):
+        t = time.perf_counter()
+        out = fn(*a)
+        return time.perf_counter() - t, out
+
+    def peak(fn, *a):
+        if args.no_memory:
+            return float("nan")
+        with TreePeak() as m:
+            fn(*a)
+        return m.extra / 2**20
 
     tmp = tempfile.mkdtemp(prefix="dlmine_bench_rules_")
     rows = []
     try:
         with ray_session(None, False, args.cpus):
+            warm = make_data("baskets", 2000, 1, 2, f"{tmp}/warm", items=50, avg_items=4)
+            cold, _ = timed(ours, read(warm), 20)
+            print(f"warm-up (2,000 baskets; starts workers, loads the compiled miner): {cold:.2f}s", flush=True)
             for n in args.sizes:
                 path = make_data("baskets", n, 1, max(4, n // 100_000), f"{tmp}/b{n}", items=args.items,
                                  avg_items=args.avg_items)
                 lists = [sorted(set(b)) for b in pq.read_table(path).column("items").to_pylist()]
-                spec = spec_from_dict({"task": "rules", "data": {"path": str(path), "items": "items"}})
-                tx = transactions(read_dataset(str(path)), spec).materialize()
+                tx = read(path)
                 for sup in args.supports:
                     min_count = max(1, math.ceil(sup * n - 1e-9))
-                    t = time.perf_counter()
-                    total, counts = count_items(tx)
-                    freq = sorted((i for i, c in counts.items() if c >= min_count), key=lambda i: (-counts[i], i))
-                    ours = mine_frequent(tx, {i: r for r, i in enumerate(freq)}, args.cpus, min_count, None)
-                    t_ours = time.perf_counter() - t
-
-                    t = time.perf_counter()
-                    theirs = fim.fpgrowth(lists, target="s", supp=-min_count, report="a")
-                    t_fim = time.perf_counter() - t
-                    names = {i: name for i, name in enumerate(freq)}
-                    same = {frozenset(names[i] for i in k): c for k, c in ours.items()} == \
-                        {frozenset(k): c for k, c in theirs}
-
-                    t_mlx, n_mlx = float("nan"), None
+                    t_ours, found = timed(ours, tx, min_count)
+                    t_fim, theirs = timed(pyfim, lists, min_count)
+                    same = found == theirs
+                    t_mlx = m_mlx = float("nan")
                     if n <= args.mlxtend_max:
-                        import pandas as pd
-                        from mlxtend.frequent_patterns import fpgrowth
-                        from mlxtend.preprocessing import TransactionEncoder
-
-                        t = time.perf_counter()
-                        te = TransactionEncoder()
-                        onehot = pd.DataFrame.sparse.from_spmatrix(te.fit(lists).transform(lists, sparse=True),
-                                                                   columns=te.columns_)
-                        n_mlx = len(fpgrowth(onehot, min_support=min_count / n - 1e-12))
-                        t_mlx = time.perf_counter() - t
-                    rows.append((n, sup, len(ours), t_ours, t_fim, t_mlx, same and (n_mlx in (None, len(ours)))))
-                    print(f"{n:>9,} baskets  min_support {sup:.3%}  {len(ours):>6,} itemsets  ours {t_ours:6.2f}s  "
-                          f"pyfim {t_fim:6.2f}s  mlxtend {t_mlx:7.2f}s  same itemsets: {rows[-1][-1]}", flush=True)
+                        t_mlx, by_mlx = timed(mlxtend, lists, min_count)
+                        same = same and by_mlx == found
+                        m_mlx = peak(mlxtend, lists, min_count)
+                    m_ours, m_fim = peak(ours, tx, min_count), peak(pyfim, lists, min_count)
+                    rows.append((n, sup, t_ours, t_fim, t_mlx, m_ours, m_fim, m_mlx))
+                    print(f"{n:>9,} baskets  min_support {sup:.3%}  {len(found):>6,} itemsets  same itemsets: {same}\n"
+                          f"    seconds   ours {t_ours:6.2f}  pyfim {t_fim:6.2f}  mlxtend {t_mlx:7.2f}\n"
+                          f"    peak MiB  ours {m_ours:6.0f}  pyfim {m_fim:6.0f}  mlxtend {m_mlx:7.0f}", flush=True)
+                    if not same:
+                        raise SystemExit("the miners disagree")
                 del tx
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\nratios (> 1: ours faster)")
-    print(f"{'baskets':>10} {'support':>8} {'mlxtend/ours':>13} {'pyfim/ours':>11}")
-    for n, sup, _, t_ours, t_fim, t_mlx, _ in rows:
-        print(f"{n:>10,} {sup:>8.3%} {t_mlx / t_ours:>13.2f} {t_fim / t_ours:>11.2f}")
+    print("\nratios (> 1: ours faster / smaller)")
+    print(f"{'baskets':>10} {'support':>8} {'mlxtend/ours':>13} {'pyfim/ours':>11} {'MiB pyfim/ours':>15} "
+          f"{'MiB mlxtend/ours':>17}")
+    for n, sup, t_ours, t_fim, t_mlx, m_ours, m_fim, m_mlx in rows:
+        print(f"{n:>10,} {sup:>8.3%} {t_mlx / t_ours:>13.2f} {t_fim / t_ours:>11.2f} {m_fim / m_ours:>15.2f} "
+              f"{m_mlx / m_ours:>17.2f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 import os
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """pid and all its descendants, from /proc (Linux)."""
     parent = {}
     for d in os.listdir("/proc"):
@@ -36,7 +36,7 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rss_pss(pid: int) -> tuple[int, int]:
+def rss_pss(pid: int) -> tuple[int, int]:
     rss = pss = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -48,6 +48,41 @@ def _rss_pss(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return rss, pss
+
+
+class TreePeak:
+    """Peak summed PSS of a process tree (default: this process and its descendants, which
+    include a local Ray it started) while the ``with`` body runs, above the value at entry."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.05):
+        self.pid, self.interval = pid or os.getpid(), interval
+        self.base = self.peak = 0
+
+    def _pss(self) -> int:
+        return sum(rss_pss(p)[1] for p in process_tree(self.pid))
+
+    def __enter__(self):
+        self.base = self.peak = self._pss()
+        self._done = threading.Event()
+
+        def sample():
+            while not self._done.is_set():
+                self.peak = max(self.peak, self._pss())
+                self._done.wait(self.interval)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._pss())
+
+    @property
+    def extra(self) -> int:
+        """Bytes above the value at entry, at the peak."""
+        return self.peak - self.base
 
 
 def main(argv: list[str]) -> int:
@@ -64,9 +99,9 @@ def main(argv: list[str]) -> int:
     def sample():
         while not done.is_set():
             rss = pss = 0
-            procs = _tree(proc.pid)
+            procs = process_tree(proc.pid)
             for p in procs:
-                r, q = _rss_pss(p)
+                r, q = rss_pss(p)
                 rss += r
                 pss += q
             peak["rss"] = max(peak["rss"], rss)

@@ -46,7 +46,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     tx = transactions(ds, spec).materialize()
     rep.stage("counting items", "one Ray Data pass")
     t0 = time.perf_counter()
-    n, counts = count_items(tx)
+    n, counts, encoded = count_items(tx)
     if n == 0:
         from dlmine_ray.errors import DlmineError
 
@@ -61,7 +61,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     if frequent and r.miner in ("exact", "both"):
         rep.stage("mining", f"parallel FP-Growth, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len
                                                                              else ""))
-        itemsets = mine_frequent(tx, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
+        itemsets = mine_frequent(encoded, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
     elif not frequent:
         rep.info(f"no item reaches min_support {r.min_support} ({min_count:,} of {n:,} transactions): "
                  "no itemsets and no rules; lower rules.min_support")

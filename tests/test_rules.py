@@ -9,7 +9,7 @@ import pytest
 
 from dlmine_ray.cli import main
 from dlmine_ray.data.synthetic import make_baskets
-from dlmine_ray.mining.itemsets import association_rules, group_prefixes
+from dlmine_ray.mining.itemsets import association_rules
 
 
 def _oracle(transactions, min_support, max_len=None):
@@ -157,21 +157,34 @@ def test_item_column_that_is_not_a_list(tmp_path, ray_local, capsys):
     assert "item column 'items' is not a list column" in line and not (tmp_path / "out").exists()
 
 
-def test_group_prefixes_count_every_itemset_once():
-    # the local step alone: with 1, 2 or 5 groups the merged counts are the same
-    rng = np.random.default_rng(0)
-    ts = [np.unique(rng.integers(0, 12, rng.integers(0, 7))) for _ in range(200)]
-    from dlmine_ray.mining.itemsets import mine_group
+@pytest.mark.parametrize("max_len", [None, 2, 3])
+def test_local_miner_matches_oracle_in_every_mode(max_len):
+    # the local step alone, no Ray: 1, 2 or 5 groups, the pair matrix or growth from the whole
+    # database, conditional databases built all at once or item by item, weights or repeats
+    from dlmine_ray.mining.local import group_prefixes_csr, itemset_tuples, mine_csr, sort_rows
 
-    results = []
+    rng = np.random.default_rng(0)
+    ts = [rng.integers(0, 12, rng.integers(0, 9)) for _ in range(300)]  # repeats within a row
+    indptr, items = sort_rows(np.r_[0, np.cumsum([len(t) for t in ts])].astype(np.int64),
+                              np.concatenate(ts).astype(np.int64))
+    rows = [items[indptr[i]:indptr[i + 1]].tolist() for i in range(len(ts))]
+    assert all(r == sorted(set(t.tolist())) for r, t in zip(rows, ts))
+    expected = {tuple(sorted(k)): c for k, c in _oracle(rows, 8, max_len).items()}
+    assert len(expected) > 70 and max(map(len, expected)) == (max_len or 4)
     for groups in (1, 2, 5):
-        parts = group_prefixes(ts, groups)
-        found = {}
-        for g in range(groups):
-            found.update(mine_group(parts[g], g, groups, 10, None))
-        results.append(found)
-    assert results[0] == results[1] == results[2] and len(results[0]) > 12
-    rules = association_rules(results[0], 200, 0.0)
+        for pair_limit, batch_items in ((10**9, 10**9), (0, 10**9), (10**9, 1)):
+            found = {}
+            for g in range(groups):
+                p, i = group_prefixes_csr(indptr, items, groups, g)
+                found.update(itemset_tuples(*mine_csr(p, i, 12, 8, max_len, group=g if groups > 1 else -1,
+                                                      groups=groups, pair_limit=pair_limit, batch_items=batch_items)))
+            assert found == expected, (groups, pair_limit, batch_items)
+    # a weight of w counts a transaction w times
+    half = indptr[:151]
+    weighted = itemset_tuples(*mine_csr(half, items[:half[-1]], 12, 16, max_len, weights=np.full(150, 2)))
+    doubled = {tuple(sorted(k)): c for k, c in _oracle(rows[:150] * 2, 16, max_len).items()}
+    assert weighted == doubled
+    rules = association_rules(expected, 300, 0.0)
     assert (rules["confidence"] <= 1 + 1e-12).all() and (rules["support"] > 0).all()
 
 

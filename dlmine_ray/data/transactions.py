@@ -57,30 +57,27 @@ def transactions(ds, spec):
     return ds.map_batches(as_items, batch_format="pandas")
 
 
-def _flat(batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A batch's (row index, item code) pairs, duplicates within a transaction removed, sorted by
-    row; the item names (codes index them); the number of transactions. Works on Arrow
-    dictionary codes, not Python strings."""
+def _encode_block(batch: pa.Table) -> tuple[list, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One block read once: [number of transactions, {item: transactions holding it}] for the
+    driver, and the block as CSR (offsets, item codes sorted and distinct within each
+    transaction, item names the codes index) for the mining pass. Works on Arrow dictionary
+    codes, not Python strings."""
     import pyarrow.compute as pc
+
+    from dlmine_ray.mining.local import sort_rows
 
     col = batch.column("items").combine_chunks()
     n = len(col)
-    empty = np.zeros(0, np.int64)
-    if n == 0:
-        return empty, empty, np.zeros(0, dtype=object), 0
-    offsets = col.offsets.to_numpy()
+    if n == 0 or col.offsets[-1].as_py() == col.offsets[0].as_py():
+        return [n, {}], (np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=object))
+    offsets = col.offsets.to_numpy().astype(np.int64)
     values = col.values.slice(offsets[0], offsets[-1] - offsets[0])
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    if len(values) == 0:
-        return empty, empty, np.zeros(0, dtype=object), n
     enc = pc.dictionary_encode(pc.cast(values, pa.string()))
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    valid = ~np.asarray(enc.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    rows, codes = rows[valid], codes[valid].astype(np.int64)
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)  # null: no item
+    indptr, codes = sort_rows(offsets - offsets[0], codes)  # an item twice in a transaction counts once
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
-    key = np.sort(rows * len(names) + codes)  # by row, then code (np.unique's hashing is slower)
-    key = key[np.r_[True, key[1:] != key[:-1]]]  # an item twice in a transaction counts once
-    return key // len(names), key % len(names), names, n
+    counts = np.bincount(codes, minlength=len(names))
+    return [n, dict(zip(names.tolist(), counts.tolist()))], (indptr, codes, names)
 
 
 def _blocks(tx) -> list:
@@ -88,19 +85,15 @@ def _blocks(tx) -> list:
     return tx.to_arrow_refs()
 
 
-def _count_block(batch: pa.Table) -> tuple[int, dict]:
-    _, codes, names, n = _flat(batch)
-    counts = np.bincount(codes, minlength=len(names)) if len(names) else np.zeros(0, np.int64)
-    return n, dict(zip(names.tolist(), counts.tolist()))
-
-
-def count_items(tx) -> tuple[int, Counter]:
-    """(number of transactions, Counter of transactions per item): one task per block."""
+def count_items(tx) -> tuple[int, Counter, list]:
+    """(number of transactions, Counter of transactions per item, the encoded blocks' object
+    refs for ``mine_frequent``): one Ray task per block reads it once."""
     import ray
 
-    count = ray.remote(_count_block)
+    encode = ray.remote(num_returns=2)(_encode_block)
+    pairs = [encode.remote(b) for b in _blocks(tx)]
     try:
-        parts = ray.get([count.remote(b) for b in _blocks(tx)])
+        parts = ray.get([meta for meta, _ in pairs])
     except DlmineError:
         raise
     except Exception as err:
@@ -109,7 +102,7 @@ def count_items(tx) -> tuple[int, Counter]:
     for n, c in parts:
         total += n
         counts.update(c)
-    return total, counts
+    return total, counts, [enc for _, enc in pairs]
 
 
 def _flist(ranks: dict[str, int]) -> tuple[pd.Index, np.ndarray]:
@@ -143,45 +136,54 @@ def _ranked(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.n
     return key // width, key % width, n
 
 
-def _emit_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> list[dict]:
-    """One block's group-dependent prefixes, counted: one dict per group."""
-    from dlmine_ray.mining.itemsets import group_prefixes_sorted
+def _emit_block(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> list:
+    """One encoded block's group-dependent transactions: for each group, every transaction's
+    prefix (in F-list order) up to its last item of the group, as CSR (offsets, ranks)."""
+    from dlmine_ray.mining.local import group_prefixes_csr, sort_rows
 
-    rows, r, _ = _ranked(batch, vocab, rank_of)
-    return group_prefixes_sorted(rows, r, groups)
-
-
-def _emit_one(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> dict:
-    return _emit_block(batch, vocab, rank_of, groups)[0]
-
-
-def _mine_group(group: int, groups: int, min_count: int, max_len: Optional[int], *parts: dict):
-    from dlmine_ray.mining.itemsets import mine_group
-
-    merged: Counter = Counter()
-    for p in parts:
-        merged.update(p)
-    return mine_group(merged, group, groups, min_count, max_len)
+    indptr, codes, names = encoded
+    idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
+    code_rank = np.where(idx >= 0, rank_of[np.maximum(idx, 0)], -1)  # infrequent items: -1, dropped
+    ptr, ranks = sort_rows(indptr, code_rank[codes] if len(codes) else codes)
+    out = [group_prefixes_csr(ptr, ranks, groups, g) for g in range(groups)]
+    return out if groups > 1 else out[0]
 
 
-def mine_frequent(tx, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]
+def _mine_group(group: int, groups: int, n_items: int, min_count: int, max_len: Optional[int], *parts):
+    """A group's prefixes from every block, mined locally: (parent, item, count) arrays."""
+    from dlmine_ray.mining.local import mine_csr
+
+    sizes = [len(p) - 1 for p, _ in parts]
+    indptr = np.zeros(sum(sizes) + 1, np.int64)
+    at, base = 1, 0
+    for (p, _), s in zip(parts, sizes):
+        indptr[at:at + s] = p[1:] + base
+        at, base = at + s, base + p[-1]
+    items = np.concatenate([i for _, i in parts]) if parts else np.zeros(0, np.int64)
+    return mine_csr(indptr, items, n_items, min_count, max_len, group=group if groups > 1 else -1, groups=groups)
+
+
+def mine_frequent(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]
                   ) -> dict[tuple, int]:
-    """Parallel FP-Growth on Ray: one task per block sends every transaction's group-dependent
-    prefixes, counted per group (map + combine); one task per group merges its prefixes and mines
-    them locally (reduce). Returns {sorted rank tuple: count} for every frequent itemset."""
+    """Parallel FP-Growth on Ray over ``count_items``' encoded blocks: one task per block sends
+    every transaction's group-dependent prefixes (map), one object per (block, group); one task
+    per group mines its prefixes locally (reduce), keeping the itemsets whose largest rank is in
+    the group. Returns {sorted rank tuple: count} for every frequent itemset."""
     import ray
 
+    from dlmine_ray.mining.local import itemset_tuples
+
     vocab, rank_of = (ray.put(v) for v in _flist(ranks))
-    # one object per (block, group): a group's reducer fetches only its own prefixes
-    emit = ray.remote(num_returns=groups)(_emit_block) if groups > 1 else ray.remote(_emit_one)
-    per_block = [emit.remote(b, vocab, rank_of, groups) for b in _blocks(tx)]
+    emit = ray.remote(num_returns=groups)(_emit_block) if groups > 1 else ray.remote(_emit_block)
+    per_block = [emit.remote(b, vocab, rank_of, groups) for b in encoded]
     if groups == 1:
         per_block = [[ref] for ref in per_block]
     reduce = ray.remote(_mine_group)
-    futures = [reduce.remote(g, groups, min_count, max_len, *[refs[g] for refs in per_block]) for g in range(groups)]
+    futures = [reduce.remote(g, groups, len(ranks), min_count, max_len, *[refs[g] for refs in per_block])
+               for g in range(groups)]
     out: dict[tuple, int] = {}
-    for found in ray.get(futures):
-        out.update(found)
+    for tree in ray.get(futures):
+        out.update(itemset_tuples(*tree))
     return out
 
 
