@@ -12,10 +12,12 @@ mean ours is faster: mlxtend/ours and pyfim/ours. Before the table, one small wa
 starts Ray's worker processes and loads the compiled local miner (its time is printed: the
 cost a cold cluster pays once); the figures after it are warm.
 
-Memory: each miner runs a second time (not timed) while a thread samples the summed PSS of this
-process and its descendants (the local Ray: workers, raylet with the object store); the figure
-is the peak above the value before the call, so the input lists/blocks already held do not
-count. Skip it with --no-memory.
+Memory: each miner then runs once more in a fresh process of its own (ours with a fresh local
+Ray: its workers and the raylet holding the object store are that process's descendants),
+while a thread samples the summed PSS of the process tree; the figure is the peak above the
+value just before the call, so the input already held (Python lists; blocks in the object
+store) does not count. A fresh process keeps memory freed by an earlier call, which the
+allocator keeps, from hiding the next call's peak. Skip it with --no-memory.
 
     python benchmarks/bench_rules.py [--sizes 100000 1000000] [--supports 0.005 0.002]
                                      [--mlxtend-max 100000] [--cpus 2] [--no-memory]
@@ -27,6 +29,8 @@ import argparse
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -42,6 +46,7 @@ def main() -> None:
     ap.add_argument("--mlxtend-max", type=int, default=100_000, help="skip mlxtend above this many baskets")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
+    ap.add_argument("--one", nargs=3, metavar=("MINER", "PATH", "MIN_COUNT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     import fim
@@ -81,12 +86,34 @@ def main() -> None:
         out = fn(*a)
         return time.perf_counter() - t, out
 
-    def peak(fn, *a):
+    def peak(miner, path, min_count):
+        """Peak MiB above the start of the call, measured in a fresh process."""
         if args.no_memory:
             return float("nan")
-        with TreePeak() as m:
-            fn(*a)
-        return m.extra / 2**20
+        out = subprocess.run([sys.executable, __file__, "--one", miner, str(path), str(min_count),
+                              "--cpus", str(args.cpus)], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"memory run of {miner} failed:\n{out.stderr[-2000:]}")
+        return float(out.stdout.strip().splitlines()[-1])
+
+    if args.one:
+        miner, path, min_count = args.one[0], args.one[1], int(args.one[2])
+        lists = [sorted(set(b)) for b in pq.read_table(path).column("items").to_pylist()]
+        if miner == "ours":
+            with ray_session(None, False, args.cpus):
+                tx = read(path)
+                warm = tempfile.mkdtemp(prefix="dlmine_bench_warm_")
+                try:
+                    ours(read(make_data("baskets", 2000, 1, 2, f"{warm}/b", items=50, avg_items=4)), 20)
+                finally:
+                    shutil.rmtree(warm, ignore_errors=True)
+                with TreePeak(interval=0.02) as m:
+                    ours(tx, min_count)
+        else:
+            with TreePeak(interval=0.02) as m:
+                (pyfim if miner == "pyfim" else mlxtend)(lists, min_count)
+        print(m.extra / 2**20)
+        return
 
     tmp = tempfile.mkdtemp(prefix="dlmine_bench_rules_")
     rows = []
@@ -109,8 +136,8 @@ def main() -> None:
                     if n <= args.mlxtend_max:
                         t_mlx, by_mlx = timed(mlxtend, lists, min_count)
                         same = same and by_mlx == found
-                        m_mlx = peak(mlxtend, lists, min_count)
-                    m_ours, m_fim = peak(ours, tx, min_count), peak(pyfim, lists, min_count)
+                        m_mlx = peak("mlxtend", path, min_count)
+                    m_ours, m_fim = peak("ours", path, min_count), peak("pyfim", path, min_count)
                     rows.append((n, sup, t_ours, t_fim, t_mlx, m_ours, m_fim, m_mlx))
                     print(f"{n:>9,} baskets  min_support {sup:.3%}  {len(found):>6,} itemsets  same itemsets: {same}\n"
                           f"    seconds   ours {t_ours:6.2f}  pyfim {t_fim:6.2f}  mlxtend {t_mlx:7.2f}\n"
@@ -123,9 +150,12 @@ def main() -> None:
     print("\nratios (> 1: ours faster / smaller)")
     print(f"{'baskets':>10} {'support':>8} {'mlxtend/ours':>13} {'pyfim/ours':>11} {'MiB pyfim/ours':>15} "
           f"{'MiB mlxtend/ours':>17}")
+    def ratio(a, b):
+        return a / b if b > 0 else float("nan")
+
     for n, sup, t_ours, t_fim, t_mlx, m_ours, m_fim, m_mlx in rows:
-        print(f"{n:>10,} {sup:>8.3%} {t_mlx / t_ours:>13.2f} {t_fim / t_ours:>11.2f} {m_fim / m_ours:>15.2f} "
-              f"{m_mlx / m_ours:>17.2f}")
+        print(f"{n:>10,} {sup:>8.3%} {t_mlx / t_ours:>13.2f} {t_fim / t_ours:>11.2f} {ratio(m_fim, m_ours):>15.2f} "
+              f"{ratio(m_mlx, m_ours):>17.2f}")
 
 
 if __name__ == "__main__":

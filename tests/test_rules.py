@@ -166,7 +166,7 @@ def test_local_miner_matches_oracle_in_every_mode(max_len):
     rng = np.random.default_rng(0)
     ts = [rng.integers(0, 12, rng.integers(0, 9)) for _ in range(300)]  # repeats within a row
     indptr, items = sort_rows(np.r_[0, np.cumsum([len(t) for t in ts])].astype(np.int64),
-                              np.concatenate(ts).astype(np.int64))
+                              np.concatenate(ts).astype(np.int32))
     rows = [items[indptr[i]:indptr[i + 1]].tolist() for i in range(len(ts))]
     assert all(r == sorted(set(t.tolist())) for r, t in zip(rows, ts))
     expected = {tuple(sorted(k)): c for k, c in _oracle(rows, 8, max_len).items()}

@@ -69,11 +69,11 @@ def _encode_block(batch: pa.Table) -> tuple[list, tuple[np.ndarray, np.ndarray, 
     col = batch.column("items").combine_chunks()
     n = len(col)
     if n == 0 or col.offsets[-1].as_py() == col.offsets[0].as_py():
-        return [n, {}], (np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=object))
+        return [n, {}], (np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype=object))
     offsets = col.offsets.to_numpy().astype(np.int64)
     values = col.values.slice(offsets[0], offsets[-1] - offsets[0])
     enc = pc.dictionary_encode(pc.cast(values, pa.string()))
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)  # null: no item
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32)  # null: no item
     indptr, codes = sort_rows(offsets - offsets[0], codes)  # an item twice in a transaction counts once
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     counts = np.bincount(codes, minlength=len(names))
@@ -143,7 +143,7 @@ def _emit_block(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray, groups: in
 
     indptr, codes, names = encoded
     idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
-    code_rank = np.where(idx >= 0, rank_of[np.maximum(idx, 0)], -1)  # infrequent items: -1, dropped
+    code_rank = np.where(idx >= 0, rank_of[np.maximum(idx, 0)], -1).astype(np.int32)  # infrequent: -1, dropped
     ptr, ranks = sort_rows(indptr, code_rank[codes] if len(codes) else codes)
     out = [group_prefixes_csr(ptr, ranks, groups, g) for g in range(groups)]
     return out if groups > 1 else out[0]
@@ -159,7 +159,7 @@ def _mine_group(group: int, groups: int, n_items: int, min_count: int, max_len: 
     for (p, _), s in zip(parts, sizes):
         indptr[at:at + s] = p[1:] + base
         at, base = at + s, base + p[-1]
-    items = np.concatenate([i for _, i in parts]) if parts else np.zeros(0, np.int64)
+    items = np.concatenate([i for _, i in parts]) if parts else np.zeros(0, np.int32)
     return mine_csr(indptr, items, n_items, min_count, max_len, group=group if groups > 1 else -1, groups=groups)
 
 

@@ -185,7 +185,7 @@ def _project(indptr, items, weights, group, groups, partner, first, last):
     item_size = np.zeros(span + 1, np.int64)
     p_w = np.empty(ntot, np.int64)
     lens = np.empty(ntot, np.int64)
-    p_items = np.empty(size, np.int64)
+    p_items = np.empty(size, items.dtype)
     fill_tx = starts[:span].copy()
     for t in range(len(indptr) - 1):
         s = indptr[t]
@@ -321,7 +321,7 @@ def mine_csr(indptr: np.ndarray, items: np.ndarray, n_items: int, min_count: int
     Pairs are counted in a matrix when it has at most ``pair_limit`` cells; conditional
     databases are built for about ``batch_items`` items at a time."""
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-    items = np.ascontiguousarray(items, dtype=np.int64)
+    items = np.ascontiguousarray(items, dtype=np.int32)  # ranks: 4 bytes an item
     if weights is None:
         weights = np.ones(len(indptr) - 1, np.int64)
     if len(indptr) <= 1 or n_items == 0:
