@@ -3,16 +3,22 @@ transaction.
 
 Transactions are CSR arrays: ``indptr`` (n + 1) and ``items`` (ranks in the F-list, 0 = the most
 frequent, ascending and distinct within a transaction), with a weight per transaction. The miner
-is FP-Growth's pattern growth without the tree: the conditional database of an itemset whose
-smallest rank is ``j`` is, for every transaction holding the itemset, the part of that
-transaction before ``j`` -- a prefix of the transaction, kept as (transaction, end position), so
-no projection copies items. One pass over a conditional database counts its items; a second
-delivers each frequent item's occurrences into its own bucket (LCM's occurrence deliver), which
-is the next conditional database.
+is FP-Growth's pattern growth without the tree:
+- level 1 and 2 by counting: one pass counts every item and every pair (j, i), j < i, into a
+  matrix (when it is small enough: ``PAIR_LIMIT``);
+- then each item i's conditional database is reduced to the items frequent together with i,
+  kept only in transactions with two or more of them (the pairs' counts are known already;
+  every longer itemset with i lies in such a transaction), copied into one CSR;
+- from there, depth-first growth: the conditional database of an itemset whose smallest rank is
+  ``j`` is, for every transaction holding it, the part of the transaction before ``j`` -- a
+  prefix, kept as (transaction, end position), so no further projection copies items. One pass
+  over a conditional database counts its items; a second delivers each frequent item's
+  occurrences into its own bucket (LCM's occurrence deliver), the next conditional database.
 
 Found itemsets come back as a tree in three arrays: ``parent`` (index of the itemset it extends,
 -1 for single items), ``item`` (the rank it adds, smaller than every rank of its parent) and
-``count``; parents come before their children."""
+``count``; parents come before their children. numba caches the compiled code beside this file
+(recursive functions cannot be cached, hence the explicit stack in ``_grow``)."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from numba import njit, types
 from numba.typed import List
 
 PAIR_LIMIT = 16_000_000  # pair-count cells (8 bytes each): above, the first level is grown too
-BATCH_ITEMS = 16_000_000  # about this many projected items (8 bytes each) are built at a time
+BATCH_ITEMS = 16_000_000  # about this many projected items are built at a time
 
 
 @njit(cache=True)
