@@ -33,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
     common(r)
 
-    d = sub.add_parser("demo", help="run the built-in jobs on scikit-learn's bundled data",
-                       description="Run the built-in demo jobs (classification, regression, tuning) and print "
-                                   "a summary table.")
+    d = sub.add_parser("demo", help="run the built-in jobs on bundled and generated data",
+                       description="Run the built-in demo jobs (classification, regression, tuning, clustering, "
+                                   "anomaly detection, association rules) and print a summary table.")
     d.add_argument("--output", "-o", default="runs/demo", metavar="DIR", help="parent folder (default runs/demo)")
     d.add_argument("--quick", action="store_true", help="two epochs and two trials per job (a smoke test)")
     common(d)

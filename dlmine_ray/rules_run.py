@@ -4,6 +4,7 @@ as any correct miner."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 
 from dlmine_ray.data.transactions import count_items, mine_frequent, transactions
 from dlmine_ray.mining.itemsets import association_rules, min_count_for, rule_table
+from dlmine_ray.mining.local import compile_all
 from dlmine_ray.outputs import write_json, write_parquet_batches
 
 _LIST = pa.list_(pa.string())
@@ -46,6 +48,12 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     tx = transactions(ds, spec).materialize()
     rep.stage("counting items", "one Ray Data pass")
     t0 = time.perf_counter()
+    # the local miner is compiled with numba: compile it (first run after an install) or load it
+    # from numba's cache here, while the workers count, so that the mining tasks find it cached
+    compiled: list[float] = []
+    warm = threading.Thread(target=lambda: compiled.append(compile_all()), daemon=True)
+    if r.miner in ("exact", "both"):
+        warm.start()
     n, counts, encoded = count_items(tx)
     if n == 0:
         from dlmine_ray.errors import DlmineError
@@ -58,6 +66,10 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
              f"(min_support {r.min_support} = {min_count:,} transactions)")
     groups = r.groups or max(1, int(cluster_cpus))
     itemsets: dict[tuple, int] = {}
+    if warm.ident is not None:  # started
+        warm.join()
+        if compiled and compiled[0] > 2:
+            rep.info(f"compiled the local miner (once after an install; numba caches it): {compiled[0]:.0f}s")
     if frequent and r.miner in ("exact", "both"):
         rep.stage("mining", f"parallel FP-Growth, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len
                                                                              else ""))
