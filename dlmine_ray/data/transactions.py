@@ -136,15 +136,23 @@ def _ranked(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.n
     return key // width, key % width, n
 
 
-def _emit_block(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> list:
-    """One encoded block's group-dependent transactions: for each group, every transaction's
-    prefix (in F-list order) up to its last item of the group, as CSR (offsets, ranks)."""
-    from dlmine_ray.mining.local import group_prefixes_csr, sort_rows
+def _ranked_csr(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An encoded block's transactions as CSR (offsets, F-list ranks ascending within each
+    transaction); infrequent items dropped."""
+    from dlmine_ray.mining.local import sort_rows
 
     indptr, codes, names = encoded
     idx = vocab.get_indexer(names) if len(names) else np.zeros(0, np.int64)
     code_rank = np.where(idx >= 0, rank_of[np.maximum(idx, 0)], -1).astype(np.int32)  # infrequent: -1, dropped
-    ptr, ranks = sort_rows(indptr, code_rank[codes] if len(codes) else codes)
+    return sort_rows(indptr, code_rank[codes] if len(codes) else codes)
+
+
+def _emit_block(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray, groups: int) -> list:
+    """One encoded block's group-dependent transactions: for each group, every transaction's
+    prefix (in F-list order) up to its last item of the group, as CSR (offsets, ranks)."""
+    from dlmine_ray.mining.local import group_prefixes_csr
+
+    ptr, ranks = _ranked_csr(encoded, vocab, rank_of)
     out = [group_prefixes_csr(ptr, ranks, groups, g) for g in range(groups)]
     return out if groups > 1 else out[0]
 
@@ -202,45 +210,58 @@ def multi_hot(tx, ranks: dict[str, int], n_items: int):
     return tx.map_batches(_multi_hot_block, fn_args=(*_flist(ranks), n_items), batch_format="pyarrow")
 
 
-def _count_rules_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, n_items: int,
-                       wanted: dict[tuple, list]) -> dict[tuple, tuple[int, np.ndarray]]:
+def _count_rules_block(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray, n_items: int,
+                       wanted: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact counts in one encoded block for candidate rules grouped by antecedent length: per
+    group (antecedents as a P x k array of ranks, each candidate's antecedent row, its
+    consequent), the transactions holding each antecedent and those holding each candidate's
+    antecedent and consequent. Sparse products: Y (transactions x antecedents, the product of
+    the antecedent's item columns), then Y^T X."""
     from scipy import sparse
 
-    rows, r, n = _ranked(batch, vocab, rank_of)
-    x = sparse.csr_matrix((np.ones(len(r), np.int64), (rows, r)), shape=(n, n_items))
+    ptr, r = _ranked_csr(encoded, vocab, rank_of)
+    n = len(ptr) - 1
+    x = sparse.csr_matrix((np.ones(len(r), np.int64), r, ptr), shape=(n, n_items))
     xc = x.tocsc()
-    out = {}
-    for ant, cons in wanted.items():
-        mask = np.ones(n, dtype=bool)
-        for a in ant:
-            col = np.zeros(n, dtype=bool)
-            col[xc.indices[xc.indptr[a]:xc.indptr[a + 1]]] = True
-            mask &= col
-        hit = np.nonzero(mask)[0]
-        both = np.asarray(x[hit][:, cons].sum(axis=0)).ravel() if len(hit) else np.zeros(len(cons), np.int64)
-        out[ant] = (len(hit), both)
+    out = []
+    for ants, rows, cons in wanted:
+        y = xc[:, ants[:, 0]]
+        for j in range(1, ants.shape[1]):
+            y = y.multiply(xc[:, ants[:, j]])
+        y = sparse.csc_matrix(y)
+        n_ant = np.asarray(y.sum(axis=0)).ravel().astype(np.int64)
+        both = (y.T @ x).tocsr()
+        out.append((n_ant, np.asarray(both[rows, cons]).ravel().astype(np.int64)))
     return out
 
 
-def count_rules(tx, ranks: dict[str, int], candidates: list[tuple[tuple, int]]) -> dict:
-    """Exact counts for candidate rules: {antecedent: (transactions holding it,
-    {consequent: transactions holding antecedent and consequent})}, one Ray task per block."""
+def count_rules(encoded: list, ranks: dict[str, int], candidates: list[tuple[tuple, int]]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact counts for candidate rules (antecedent ranks, consequent rank) over ``count_items``'
+    encoded blocks, one Ray task per block: (transactions holding the antecedent, transactions
+    holding antecedent and consequent), one entry per candidate, in the candidates' order."""
     import ray
 
-    wanted: dict[tuple, list] = {}
-    for ant, c in candidates:
-        wanted.setdefault(tuple(ant), []).append(int(c))
-    if not wanted:
-        return {}
+    n_ant = np.zeros(len(candidates), np.int64)
+    both = np.zeros(len(candidates), np.int64)
+    if not candidates:
+        return n_ant, both
+    by_len: dict[int, list[int]] = {}
+    for i, (ant, _) in enumerate(candidates):
+        by_len.setdefault(len(ant), []).append(i)
+    wanted, where = [], []
+    for k, idx in sorted(by_len.items()):
+        ants = sorted({tuple(candidates[i][0]) for i in idx})
+        row_of = {a: j for j, a in enumerate(ants)}
+        rows = np.asarray([row_of[tuple(candidates[i][0])] for i in idx], dtype=np.int64)
+        cons = np.asarray([candidates[i][1] for i in idx], dtype=np.int64)
+        wanted.append((np.asarray(ants, dtype=np.int64).reshape(len(ants), k), rows, cons))
+        where.append((np.asarray(idx), rows))
     vocab, rank_of = (ray.put(v) for v in _flist(ranks))
     w = ray.put(wanted)
     task = ray.remote(_count_rules_block)
-    totals: dict[tuple, list] = {}
-    for part in ray.get([task.remote(b, vocab, rank_of, len(ranks), w) for b in _blocks(tx)]):
-        for ant, (n_ant, both) in part.items():
-            if ant in totals:
-                totals[ant][0] += n_ant
-                totals[ant][1] = totals[ant][1] + both
-            else:
-                totals[ant] = [n_ant, both]
-    return {ant: (n_ant, dict(zip(wanted[ant], both.tolist()))) for ant, (n_ant, both) in totals.items()}
+    for part in ray.get([task.remote(b, vocab, rank_of, len(ranks), w) for b in encoded]):
+        for (idx, rows), (a, c) in zip(where, part):
+            n_ant[idx] += a[rows]
+            both[idx] += c
+    return n_ant, both
