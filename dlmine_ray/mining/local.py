@@ -43,7 +43,7 @@ def _build(indptr, items, weights, ts, ends, top_group, groups, min_count, deepe
     nt = 0
     for k in range(len(ts)):
         t = ts[k]
-        w = weights[t]
+        w = weights[t] if len(weights) else 1
         for p in range(indptr[t], ends[k]):
             j = items[p]
             if occ[j] == 0:
@@ -148,7 +148,7 @@ def _pair_counts(indptr, items, weights, n_items, group, groups):
     single = np.zeros(n_items, np.int64)
     pair = np.zeros((rows, n_items), np.int64)
     for t in range(len(indptr) - 1):
-        w = weights[t]
+        w = weights[t] if len(weights) else 1
         s = indptr[t]
         for q in range(s, indptr[t + 1]):
             i = items[q]
@@ -167,11 +167,12 @@ def _project(indptr, items, weights, group, groups, partner, first, last):
     transaction holding i, the items before i that are frequent together with i
     (``partner[i // groups, j]``), kept only where there are at least two of them -- the pairs'
     counts are known, and every longer itemset with i lies in such a transaction. One CSR over
-    all of them, item by item (``starts[i - first]`` is item i's first transaction)."""
+    all of them, item by item (``starts[i - first]`` is item i's first transaction); weights
+    only where the input has them (none: every transaction counts once)."""
     span = last - first
     n_tx = np.zeros(span + 1, np.int64)
-    size = 0
-    for t in range(len(indptr) - 1):
+    item_size = np.zeros(span + 1, np.int64)
+    for t in range(len(indptr) - 1):  # pass 1: sizes
         s = indptr[t]
         for q in range(s + 2, indptr[t + 1]):
             i = items[q]
@@ -184,42 +185,27 @@ def _project(indptr, items, weights, group, groups, partner, first, last):
                     k += 1
             if k > 1:
                 n_tx[i - first + 1] += 1
-                size += k
-    starts = np.cumsum(n_tx)
-    ntot = starts[span]
-    # items of one item's transactions are contiguous, in scan order: fill by (item, position)
-    item_size = np.zeros(span + 1, np.int64)
-    p_w = np.empty(ntot, np.int64)
-    lens = np.empty(ntot, np.int64)
-    p_items = np.empty(size, items.dtype)
-    fill_tx = starts[:span].copy()
-    for t in range(len(indptr) - 1):
-        s = indptr[t]
-        for q in range(s + 2, indptr[t + 1]):
-            i = items[q]
-            if i < first or i >= last or i % groups != group:
-                continue
-            r = i // groups
-            k = 0
-            for z in range(s, q):
-                if partner[r, items[z]]:
-                    k += 1
-            if k > 1:
                 item_size[i - first + 1] += k
-    item_pos = np.cumsum(item_size)
-    for t in range(len(indptr) - 1):
+    starts = np.cumsum(n_tx)
+    item_pos = np.cumsum(item_size)  # where each item's next transaction's items go
+    ntot = starts[span]
+    p_ptr = np.zeros(ntot + 1, np.int64)
+    p_items = np.empty(item_pos[span], items.dtype)
+    p_w = np.empty(ntot if len(weights) else 0, np.int64)
+    fill_tx = starts[:span].copy()
+    for t in range(len(indptr) - 1):  # pass 2: items, in scan order within each item's block
         s = indptr[t]
         for q in range(s + 2, indptr[t + 1]):
             i = items[q]
             if i < first or i >= last or i % groups != group:
                 continue
             r = i // groups
+            w0 = item_pos[i - first]
             k = 0
             for z in range(s, q):
                 if partner[r, items[z]]:
                     k += 1
             if k > 1:
-                w0 = item_pos[i - first]
                 k = 0
                 for z in range(s, q):
                     j = items[z]
@@ -227,13 +213,11 @@ def _project(indptr, items, weights, group, groups, partner, first, last):
                         p_items[w0 + k] = j
                         k += 1
                 u = fill_tx[i - first]
-                lens[u] = k
-                p_w[u] = weights[t]
+                p_ptr[u + 1] = w0 + k  # blocks are contiguous, so this also starts transaction u + 1
+                if len(weights):
+                    p_w[u] = weights[t]
                 fill_tx[i - first] = u + 1
                 item_pos[i - first] = w0 + k
-    p_ptr = np.zeros(ntot + 1, np.int64)
-    for u in range(ntot):
-        p_ptr[u + 1] = p_ptr[u] + lens[u]
     return starts, p_ptr, p_items, p_w
 
 
@@ -262,7 +246,7 @@ def _mine(indptr, items, weights, n_items, group, groups, min_count, max_len, pa
             for t in range(n):
                 for q in range(indptr[t], indptr[t + 1]):
                     if items[q] % step == top:
-                        single[items[q]] += weights[t]
+                        single[items[q]] += weights[t] if len(weights) else 1
         else:
             single, pair = _pair_counts(indptr, items, weights, n_items, top, step)
         partner = pair >= min_count
@@ -328,8 +312,8 @@ def mine_csr(indptr: np.ndarray, items: np.ndarray, n_items: int, min_count: int
     databases are built for about ``batch_items`` items at a time."""
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     items = np.ascontiguousarray(items, dtype=np.int32)  # ranks: 4 bytes an item
-    if weights is None:
-        weights = np.ones(len(indptr) - 1, np.int64)
+    if weights is None:  # every transaction counts once
+        weights = np.zeros(0, np.int64)
     if len(indptr) <= 1 or n_items == 0:
         e = np.zeros(0, np.int64)
         return e, e.copy(), e.copy()
