@@ -95,7 +95,8 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
                                "mining_seconds": round(mining_seconds, 3), "groups": int(groups)}
     if neural is not None:
         metrics.update({"n_rules_neural": int(len(neural["rules"])), "n_candidates_neural": neural["candidates"],
-                        "neural_seconds": round(neural["seconds"], 3)})
+                        "neural_seconds": round(neural["seconds"], 3),
+                        "neural_training_transactions": int(neural["trained_on"])})
         if r.miner == "both":
             metrics["neural_top_recall"] = _top_recall(rules, neural["rules"], r.neural_antecedent, r.top)
         if r.miner == "neural":  # no itemsets are enumerated: rules.parquet holds the neural rules
@@ -148,7 +149,12 @@ def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluste
     t0 = time.perf_counter()
     task = get_task("rules")
     ranks = {item: i for i, item in enumerate(frequent)}
-    hot = multi_hot(tx, ranks, len(frequent)).materialize()
+    sample = tx if n <= r.neural_sample else tx.random_sample(r.neural_sample / n, seed=spec.train.seed)
+    hot = multi_hot(sample, ranks, len(frequent)).materialize()
+    trained_on = hot.count() if n > r.neural_sample else n
+    if n > r.neural_sample:
+        rep.info(f"the autoencoder trains on a random sample of {trained_on:,} of {n:,} transactions "
+                 "(rules.neural_sample); the recount uses all of them")
     info = task.initial_info(spec, frequent)
     big = use_ray_train(spec, hot.size_bytes())
     rep.stage("neural mining", f"autoencoder over {len(frequent):,} items, "
@@ -176,7 +182,7 @@ def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluste
     out = rule_table(ants, cons, both_counts, ant_counts, con_counts, n)
     rep.info(f"{len(out):,} neural rules meet min_support and min_confidence (exact counts; recount "
              f"{time.perf_counter() - t_probed:.1f}s)")
-    return {"rules": out, "candidates": len(cands), "seconds": time.perf_counter() - t0}
+    return {"rules": out, "candidates": len(cands), "seconds": time.perf_counter() - t0, "trained_on": trained_on}
 
 
 def _top_recall(exact: pd.DataFrame, neural: pd.DataFrame, max_antecedent: int, top: int) -> float:

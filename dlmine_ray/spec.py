@@ -175,6 +175,8 @@ class RulesSpec(_Strict):
     neural_antecedent: int = Field(2, ge=1, le=3, description="neural: largest antecedent probed")
     neural_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="neural: the probability the reconstruction "
                                                                      "must give the consequent")
+    neural_sample: int = Field(200_000, ge=1, description="neural: the autoencoder trains on at most about this "
+                                                          "many transactions (a random sample; the recount uses all)")
 
     @field_validator("min_support", mode="before")
     @classmethod

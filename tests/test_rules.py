@@ -195,12 +195,14 @@ def test_neural_miner_reports_only_exactly_recounted_rules(tmp_path, ray_local):
     pq.write_table(make_baskets(1500, items=30, avg_items=4, start=0, seed=3, shard=0), tmp_path / "b.parquet")
     job = {"name": "n", "task": "rules", "data": {"path": str(tmp_path / "b.parquet"), "items": "items"},
            "model": {"hidden": [32], "latent": 8, "dropout": 0.0}, "train": {"epochs": 30, "batch_size": 64},
-           "rules": {"min_support": 0.02, "min_confidence": 0.5, "miner": "both", "neural_threshold": 0.4, "top": 10}}
+           "rules": {"min_support": 0.02, "min_confidence": 0.5, "miner": "both", "neural_threshold": 0.4, "top": 10,
+                     "neural_sample": 1200}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     out = tmp_path / "run"
     assert main(["run", str(tmp_path / "job.yaml"), "--output", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_rules_neural"] > 0 and m["neural_top_recall"] >= 0.5, m
+    assert 1000 < m["neural_training_transactions"] < 1400 and m["n_transactions"] == 1500  # a sample of ~1,200
     exact = pd.read_parquet(out / "rules.parquet")
     neural = pd.read_parquet(out / "neural_rules.parquet")
     key = lambda a, c: (tuple(sorted(a)), tuple(sorted(c)))  # noqa: E731
