@@ -133,7 +133,8 @@ def _shape(spec) -> str:
 def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluster_cpus, storage,
                   local_storage) -> dict:
     """Train the item autoencoder with the generic loop, probe it for candidate rules, recount
-    every candidate exactly; return {"rules": DataFrame (rank tuples), "candidates", "seconds"}."""
+    every candidate exactly; return {"rules": DataFrame (rank tuples), "candidates", "seconds",
+    "trained_on"}."""
     import os
 
     import torch

@@ -172,40 +172,35 @@ def _project(indptr, items, weights, group, groups, partner, first, last):
     span = last - first
     n_tx = np.zeros(span + 1, np.int64)
     item_size = np.zeros(span + 1, np.int64)
-    for t in range(len(indptr) - 1):  # pass 1: sizes
-        s = indptr[t]
-        for q in range(s + 2, indptr[t + 1]):
-            i = items[q]
-            if i < first or i >= last or i % groups != group:
-                continue
-            r = i // groups
-            k = 0
-            for z in range(s, q):
-                if partner[r, items[z]]:
-                    k += 1
-            if k > 1:
-                n_tx[i - first + 1] += 1
-                item_size[i - first + 1] += k
-    starts = np.cumsum(n_tx)
-    item_pos = np.cumsum(item_size)  # where each item's next transaction's items go
-    ntot = starts[span]
-    p_ptr = np.zeros(ntot + 1, np.int64)
-    p_items = np.empty(item_pos[span], items.dtype)
-    p_w = np.empty(ntot if len(weights) else 0, np.int64)
-    fill_tx = starts[:span].copy()
-    for t in range(len(indptr) - 1):  # pass 2: items, in scan order within each item's block
-        s = indptr[t]
-        for q in range(s + 2, indptr[t + 1]):
-            i = items[q]
-            if i < first or i >= last or i % groups != group:
-                continue
-            r = i // groups
-            w0 = item_pos[i - first]
-            k = 0
-            for z in range(s, q):
-                if partner[r, items[z]]:
-                    k += 1
-            if k > 1:
+    starts = item_pos = fill_tx = p_ptr = p_w = np.zeros(0, np.int64)
+    p_items = np.zeros(0, items.dtype)
+    for fill in range(2):  # pass 0 counts sizes; pass 1 writes, in scan order within each item's block
+        if fill:
+            starts = np.cumsum(n_tx)
+            item_pos = np.cumsum(item_size)  # where each item's next transaction's items go
+            ntot = starts[span]
+            p_ptr = np.zeros(ntot + 1, np.int64)
+            p_items = np.empty(item_pos[span], items.dtype)
+            p_w = np.empty(ntot if len(weights) else 0, np.int64)
+            fill_tx = starts[:span].copy()
+        for t in range(len(indptr) - 1):
+            s = indptr[t]
+            for q in range(s + 2, indptr[t + 1]):
+                i = items[q]
+                if i < first or i >= last or i % groups != group:
+                    continue
+                r = i // groups
+                k = 0
+                for z in range(s, q):
+                    if partner[r, items[z]]:
+                        k += 1
+                if k < 2:
+                    continue
+                if not fill:
+                    n_tx[i - first + 1] += 1
+                    item_size[i - first + 1] += k
+                    continue
+                w0 = item_pos[i - first]
                 k = 0
                 for z in range(s, q):
                     j = items[z]
