@@ -150,10 +150,11 @@ def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluste
     t0 = time.perf_counter()
     task = get_task("rules")
     ranks = {item: i for i, item in enumerate(frequent)}
-    sample = tx if n <= r.neural_sample else tx.random_sample(r.neural_sample / n, seed=spec.train.seed)
-    hot = multi_hot(sample, ranks, len(frequent)).materialize()
-    trained_on = hot.count() if n > r.neural_sample else n
-    if n > r.neural_sample:
+    sampled = n > r.neural_sample
+    hot = multi_hot(tx.random_sample(r.neural_sample / n, seed=spec.train.seed) if sampled else tx, ranks,
+                    len(frequent)).materialize()
+    trained_on = hot.count() if sampled else n
+    if sampled:
         rep.info(f"the autoencoder trains on a random sample of {trained_on:,} of {n:,} transactions "
                  "(rules.neural_sample); the recount uses all of them")
     info = task.initial_info(spec, frequent)

@@ -178,45 +178,44 @@ def _fails(tmp_path, capsys, job, needle):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
 
 
-def test_k_larger_than_rows(tmp_path, capsys, ray_local):
-    blobs(30).to_csv(tmp_path / "b.csv", index=False)
-    job = _cluster_job(tmp_path, tmp_path / "b.csv", cluster={"k": 50})
-    _fails(tmp_path, capsys, job, "cluster.k = 50 is larger than the number of training rows")
+def _constant_blobs():
+    df = blobs(60)
+    df["flat"] = 7.0
+    return df
 
 
-def test_labels_column_missing(tmp_path, capsys, ray_local):
-    blobs(60).to_csv(tmp_path / "b.csv", index=False)
-    job = _cluster_job(tmp_path, tmp_path / "b.csv", data={"path": str(tmp_path / "b.csv"), "target": None,
-                                                           "labels": "truth", "id": "row_id"})
-    _fails(tmp_path, capsys, job, "labels column 'truth' (data.labels) not found")
+# bad input that needs the data read: (case, frame, job builder, overrides, what the error names)
+BAD_DATA = {
+    "k_larger_than_rows": (lambda: blobs(30), "cluster", {"cluster": {"k": 50}},
+                           "cluster.k = 50 is larger than the number of training rows"),
+    "labels_column_missing": (lambda: blobs(60), "cluster", {"data": {"target": None, "labels": "truth",
+                                                                      "id": "row_id"}},
+                              "labels column 'truth' (data.labels) not found"),
+    "constant_column": (_constant_blobs, "cluster", {}, "column 'flat' is constant"),
+    "detect_labels_must_be_binary": (lambda: blobs(60), "detect", {"data": {"target": None, "labels": "group",
+                                                                            "id": "row_id"}},
+                                     "labels column 'group' must hold 0/1"),
+    "normal_when_names_a_missing_column": (lambda: outliers(60), "detect",
+                                           {"data": {"target": None, "labels": "is_outlier",
+                                                     "normal_when": "kind == 'ok'"}}, "data.normal_when"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_fails_cleanly(tmp_path, capsys, ray_local, case):
+    frame, task, overrides, needle = BAD_DATA[case]
+    path = tmp_path / "d.csv"
+    frame().to_csv(path, index=False)
+    if "data" in overrides:
+        overrides = {**overrides, "data": {"path": str(path), **overrides["data"]}}
+    job = (_cluster_job if task == "cluster" else _detect_job)(tmp_path, path, **overrides)
+    _fails(tmp_path, capsys, job, needle)
 
 
 @pytest.mark.parametrize("value", [0, 0.6, -0.1])
 def test_contamination_out_of_range(tmp_path, capsys, value):
     job = _detect_job(tmp_path, tmp_path / "x.csv", detect={"contamination": value})
     _fails(tmp_path, capsys, job, "invalid job field 'detect.contamination'")
-
-
-def test_constant_column(tmp_path, capsys, ray_local):
-    df = blobs(60)
-    df["flat"] = 7.0
-    df.to_csv(tmp_path / "b.csv", index=False)
-    job = _cluster_job(tmp_path, tmp_path / "b.csv")
-    _fails(tmp_path, capsys, job, "column 'flat' is constant")
-
-
-def test_detect_labels_must_be_binary(tmp_path, capsys, ray_local):
-    blobs(60).to_csv(tmp_path / "b.csv", index=False)
-    job = _detect_job(tmp_path, tmp_path / "b.csv", data={"path": str(tmp_path / "b.csv"), "target": None,
-                                                          "labels": "group", "id": "row_id"})
-    _fails(tmp_path, capsys, job, "labels column 'group' must hold 0/1")
-
-
-def test_normal_when_names_a_missing_column(tmp_path, capsys, ray_local):
-    outliers(60).to_csv(tmp_path / "o.csv", index=False)
-    job = _detect_job(tmp_path, tmp_path / "o.csv", data={"path": str(tmp_path / "o.csv"), "target": None,
-                                                          "labels": "is_outlier", "normal_when": "kind == 'ok'"})
-    _fails(tmp_path, capsys, job, "data.normal_when")
 
 
 def test_target_is_rejected_for_cluster(tmp_path, capsys):

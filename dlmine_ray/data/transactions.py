@@ -80,18 +80,13 @@ def _encode_block(batch: pa.Table) -> tuple[list, tuple[np.ndarray, np.ndarray, 
     return [n, dict(zip(names.tolist(), counts.tolist()))], (indptr, codes, names)
 
 
-def _blocks(tx) -> list:
-    """The materialised transactions' blocks as Arrow-table object refs."""
-    return tx.to_arrow_refs()
-
-
 def count_items(tx) -> tuple[int, Counter, list]:
     """(number of transactions, Counter of transactions per item, the encoded blocks' object
     refs for ``mine_frequent``): one Ray task per block reads it once."""
     import ray
 
     encode = ray.remote(num_returns=2)(_encode_block)
-    pairs = [encode.remote(b) for b in _blocks(tx)]
+    pairs = [encode.remote(b) for b in tx.to_arrow_refs()]  # the materialised blocks
     try:
         parts = ray.get([meta for meta, _ in pairs])
     except DlmineError:
@@ -108,32 +103,6 @@ def count_items(tx) -> tuple[int, Counter, list]:
 def _flist(ranks: dict[str, int]) -> tuple[pd.Index, np.ndarray]:
     """The F-list as (item names, their ranks), the form the block functions look items up in."""
     return pd.Index(list(ranks.keys())), np.asarray(list(ranks.values()), dtype=np.int64)
-
-
-def _ranked(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """A batch's transactions as flat (row, rank) pairs of their frequent items, sorted by row
-    and rank, duplicates removed: one sort of ``row * n_ranks + rank``."""
-    import pyarrow.compute as pc
-
-    col = batch.column("items").combine_chunks()
-    n = len(col)
-    empty = np.zeros(0, np.int64)
-    offsets = col.offsets.to_numpy() if n else empty
-    if n == 0 or offsets[-1] == offsets[0]:
-        return empty, empty, n
-    values = col.values.slice(offsets[0], offsets[-1] - offsets[0])
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    enc = pc.dictionary_encode(pc.cast(values, pa.string()))
-    idx = vocab.get_indexer(np.asarray(enc.dictionary.to_pylist(), dtype=object))
-    code_rank = np.where(idx >= 0, rank_of[np.maximum(idx, 0)], -1)  # infrequent items: -1
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    valid = ~np.asarray(enc.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    r = code_rank[codes[valid].astype(np.int64)]
-    keep = r >= 0
-    width = int(rank_of.max()) + 1 if len(rank_of) else 1
-    key = np.sort(rows[valid][keep] * width + r[keep])
-    key = key[np.r_[True, key[1:] != key[:-1]]]
-    return key // width, key % width, n
 
 
 def _ranked_csr(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,9 +167,10 @@ def mine_frequent(encoded: list, ranks: dict[str, int], groups: int, min_count: 
 def _multi_hot_block(batch: pa.Table, vocab: pd.Index, rank_of: np.ndarray, n_items: int) -> pa.Table:
     from ray.data.extensions import ArrowTensorArray
 
-    rows, r, n = _ranked(batch, vocab, rank_of)
+    ptr, r = _ranked_csr(_encode_block(batch)[1], vocab, rank_of)
+    n = len(ptr) - 1
     x = np.zeros((n, n_items), dtype=np.uint8)
-    x[rows, r] = 1
+    x[np.repeat(np.arange(n), np.diff(ptr)), r] = 1
     return pa.table({"features": ArrowTensorArray.from_numpy(x), "target": np.zeros(n, dtype=np.int8)})
 
 

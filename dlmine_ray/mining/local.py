@@ -141,10 +141,10 @@ def _grow(indptr, items, weights, ts, ends, top_group, groups, min_count, max_le
 
 
 @njit(cache=True)
-def _pair_counts(indptr, items, weights, n_items, group, groups):
-    """Transactions holding each item of the group (``single``) and each pair (j, i), j < i, i in
-    the group (``pair[i // groups, j]``): one sequential pass."""
-    rows = (n_items - group + groups - 1) // groups
+def _pair_counts(indptr, items, weights, n_items, group, groups, pairs):
+    """Transactions holding each item of the group (``single``) and, with ``pairs``, each pair
+    (j, i), j < i, i in the group (``pair[i // groups, j]``): one sequential pass."""
+    rows = (n_items - group + groups - 1) // groups if pairs else 0
     single = np.zeros(n_items, np.int64)
     pair = np.zeros((rows, n_items), np.int64)
     for t in range(len(indptr) - 1):
@@ -155,6 +155,8 @@ def _pair_counts(indptr, items, weights, n_items, group, groups):
             if i % groups != group:
                 continue
             single[i] += w
+            if not pairs:
+                continue
             r = i // groups
             for z in range(s, q):
                 pair[r, items[z]] += w
@@ -235,15 +237,7 @@ def _mine(indptr, items, weights, n_items, group, groups, min_count, max_len, pa
     else:
         # FP-Growth's first two levels done by counting: items and pairs in one pass; then each
         # item's conditional database holds only the items frequent together with it
-        if max_len == 1:
-            single = np.zeros(n_items, np.int64)
-            pair = np.zeros((0, n_items), np.int64)
-            for t in range(n):
-                for q in range(indptr[t], indptr[t + 1]):
-                    if items[q] % step == top:
-                        single[items[q]] += weights[t] if len(weights) else 1
-        else:
-            single, pair = _pair_counts(indptr, items, weights, n_items, top, step)
+        single, pair = _pair_counts(indptr, items, weights, n_items, top, step, max_len != 1)
         partner = pair >= min_count
         pair_id = np.full(n_items, -1, np.int64)
         first = top
