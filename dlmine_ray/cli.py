@@ -101,13 +101,16 @@ def _summary(result) -> None:
     where = f"test split ({m['rows_test']:,} rows)" if "rows_test" in m else f"all {m['rows']:,} rows"
     t = Table(title=f"{result.spec.name}: {m['task']} — {where}")
     t.add_column("metric")
-    t.add_column("deep model", justify="right")
-    t.add_column(f"baseline ({get_task(m['task']).baseline_name})", justify="right")
-    from dlmine_ray.report.html import metrics_table
+    t.add_column("deep model [95% CI]", justify="right")
+    t.add_column(f"baseline ({get_task(m['task']).baseline_name}) [95% CI]", justify="right")
+    t.add_column("verdict")
+    from dlmine_ray.report.html import ci_text, metrics_table
+
+    def cell(v, ci) -> str:
+        return "–" if v is None or v != v else f"{v:.4g} {ci_text(ci)}".strip()
 
     for row in metrics_table(m).itertuples(index=False):
-        base = row[2]
-        t.add_row(row[0], f"{row[1]:.4g}", "–" if base is None or base != base else f"{base:.4g}")
+        t.add_row(row.metric, cell(row[1], row[2]), cell(row.baseline, row[4]), row.verdict)
     console = Console()
     (console if console.is_terminal else Console(width=120)).print(t)
     print(f"results: {result.output}")

@@ -49,21 +49,27 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
     table = Table(title=f"dlmine demo — {len(results)} jobs in {time.perf_counter() - t0:.0f}s")
     from dlmine_ray.tasks import get_task
 
-    for col in ("job", "task", "metric", "deep model", "baseline", "rows train/scored", "seconds"):
-        table.add_column(col, justify="left" if col in ("job", "task", "metric", "baseline") else "right",
+    from dlmine_ray.report.html import ci_text, metrics_table
+
+    for col in ("job", "task", "metric", "deep model [95% CI]", "baseline [95% CI]", "verdict", "rows train/scored",
+                "seconds"):
+        table.add_column(col, justify="left" if col in ("job", "task", "metric", "verdict") else "right",
                          no_wrap=True)
     for res, secs in results:
         m = res.metrics
         if m["task"] == "rules":
             for name in _HEADLINE["rules"]:
-                table.add_row(res.spec.name, "rules", name, f"{m[name]:,}", "– exact FP-Growth",
+                table.add_row(res.spec.name, "rules", name, f"{m[name]:,}", "– exact FP-Growth", "",
                               f"{m['n_transactions']:,} transactions", f"{secs:.0f}")
             continue
         scored = m["rows_test"] if "rows_test" in m else m["rows"]
+        rows = metrics_table(m).set_index("metric")
         for name in _HEADLINE[m["task"]]:
-            table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name,
-                          f"{m.get(name, float('nan')):.4f}",
-                          f"{m.get('baseline_' + name, float('nan')):.4f} {get_task(m['task']).baseline_name}",
+            r = rows.loc[name] if name in rows.index else None
+            deep = "–" if r is None or not r["deep model"] == r["deep model"] else f"{r['deep model']:.4f} {ci_text(r['deep CI'])}"
+            base = "–" if r is None or not r["baseline"] == r["baseline"] else f"{r['baseline']:.4f} {ci_text(r['baseline CI'])}"
+            table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name, deep,
+                          f"{base} {get_task(m['task']).baseline_name}", "" if r is None else r["verdict"],
                           f"{m['rows_train']:,}/{scored:,}", f"{secs:.0f}")
     console.print(table)
     if any(r.leaderboard is not None for r, _ in results):

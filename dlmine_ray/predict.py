@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -26,8 +27,9 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
         raise DlmineError(f"{model} is not a dlmine model folder (no model.json); "
                           "pass the model/ folder inside a run's output")
     out.parent.mkdir(parents=True, exist_ok=True)
+    na_values = json.loads(Path(model, "model.json").read_text()).get("na_values", [])
     with ray_session(address, verbose):
-        ds = read_dataset(data, fmt)
+        ds = read_dataset(data, fmt, na_values=na_values)  # the missing-value markers the model was fitted with
         names, _ = dataset_columns(ds)
         meta = check_columns(names, model)
         keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)

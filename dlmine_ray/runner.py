@@ -19,7 +19,7 @@ from dlmine_ray.data.preprocess import TabularPreprocessor
 from dlmine_ray.data.profile import SPLIT_COL, check_profile, profile_dataset, with_split_column
 from dlmine_ray.data.read import first_line, read_dataset
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.infer import score_dataset
+from dlmine_ray.infer import score_encoded
 from dlmine_ray.outputs import RunFolder, write_json, write_parquet_batches
 from dlmine_ray.progress import BoardWatcher, Reporter, make_board
 from dlmine_ray.spec import JobSpec, coerce_spec
@@ -39,24 +39,55 @@ class RunResult:
 
 def _with_split(ds, spec: JobSpec):
     s = spec.data.split
-    keys = [spec.data.id] if spec.data.id else None
+    keys = [spec.data.split_key] if spec.data.split_key else None
     return ds.map_batches(lambda df: with_split_column(df, keys, s.valid, s.test, s.seed), batch_format="pandas")
 
 
-def _encoded_splits(ds_split, prep: TabularPreprocessor, with_valid: bool) -> dict:
+#: the test rows' raw target and id, carried through encoding under names no column can take
+RAW_TARGET, RAW_ID = "__raw_target", "__raw_id"
+RAW_COLS = (RAW_TARGET, RAW_ID)
+
+
+def _encoded_splits(ds_split, prep: TabularPreprocessor, with_valid: bool, id_col: Optional[str]) -> dict:
     """Encode every row once (one read of the files), materialise, then cut the splits out of
-    the object store by their split code: 3x faster here than encoding each split from the files."""
+    the object store by their split code: 3x faster here than encoding each split from the files.
+    The test split keeps the raw target (and id) for predictions.parquet."""
     from ray.data.expressions import col
 
     def enc(df: pd.DataFrame) -> dict:
         out = prep.transform_batch(df)
         out[SPLIT_COL] = df[SPLIT_COL].to_numpy()
+        out[RAW_TARGET] = df[prep.target].to_numpy()
+        if id_col:
+            out[RAW_ID] = df[id_col].to_numpy()
         return out
 
     encoded = ds_split.map_batches(enc, batch_format="pandas").materialize()
     names = {"train": 0, "test": 2, **({"valid": 1} if with_valid else {})}
-    return {name: encoded.filter(expr=col(SPLIT_COL) == code).select_columns(["features", "target"]).materialize()
-            for name, code in names.items()}
+    cols = ["features", "target"]
+    test_cols = cols + [RAW_TARGET] + ([RAW_ID] if id_col else [])
+    return {name: encoded.filter(expr=col(SPLIT_COL) == code).select_columns(test_cols if name == "test" else cols)
+            .materialize() for name, code in names.items()}
+
+
+def _collect(ds) -> dict[str, np.ndarray]:
+    """Every column of ``ds`` as one numpy array (rows in the dataset's order)."""
+    parts: dict[str, list] = {}
+    for b in ds.iter_batches(batch_format="numpy", batch_size=65536):
+        for k, v in b.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def test_intervals(task, y_true, pred: pd.DataFrame, base_pred: Optional[pd.DataFrame], info: dict,
+                   seed: int) -> dict[str, list[float]]:
+    """Paired bootstrap 95% intervals of the test metrics (``<m>_ci``, ``baseline_<m>_ci``,
+    ``diff_<m>_ci``) over the test rows that both models scored."""
+    from dlmine_ray.tasks.bootstrap import paired_intervals
+
+    preds = {"deep": pred, "baseline": base_pred}
+    return paired_intervals(lambda w, which: task.bootstrap_metrics(w, y_true, preds[which], info), len(pred),
+                            base_pred is not None, seed)
 
 
 def _stack(ds, limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -69,12 +100,6 @@ def _stack(ds, limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
             break
     x, y = np.concatenate(xs), np.concatenate(ys)
     return (x[:limit], y[:limit]) if limit else (x, y)
-
-
-def _decode_target(y: np.ndarray, info: dict, task_kind: str):
-    if task_kind == "categorical":
-        return np.asarray(info["classes"], dtype=object)[y]
-    return y.astype(np.float64) * info["target_std"] + info["target_mean"]
 
 
 def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.PathLike] = "runs/latest",
@@ -110,7 +135,9 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     t_start = time.perf_counter()
 
     rep.stage("reading", str(d.path))
-    ds = read_dataset(d.path, d.format)
+    # rows are split by a hash of data.group/data.id, else of their file and position (ROW_KEY)
+    ds = read_dataset(d.path, d.format, row_key=spec.task != "rules" and d.split_key is None,
+                      na_values=d.na_values)
     if spec.task == "rules":
         from dlmine_ray.rules_run import run_rules
 
@@ -122,10 +149,13 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     # cluster/detect: the labels column, never a feature, is profiled like a class target
     truth = d.target if supervised else d.labels
     categorical = task.target_kind == "categorical" or (not supervised and truth is not None)
-    profile = profile_dataset(ds, truth, categorical, d.id, d.split.valid, d.split.test, d.split.seed)
-    drop = {truth, *(d.ignore), *([d.id] if d.id else [])}
+    profile = profile_dataset(ds, truth, categorical, d.split_key, d.split.valid, d.split.test, d.split.seed)
+    drop = {truth, *(d.ignore), *(c for c in (d.id, d.group) if c)}
     features = [c for c in profile.order if c not in drop]
     features = check_profile(profile, spec, features)
+    if profile.dropped_constant:
+        shown = ", ".join(profile.dropped_constant[:10]) + (", ..." if len(profile.dropped_constant) > 10 else "")
+        rep.info(f"dropped {len(profile.dropped_constant)} constant column(s): {shown}")
     if supervised:
         rep.info(f"{profile.n_rows:,} rows, {len(profile.order)} columns; "
                  f"train/valid/test = {profile.rows[0]:,}/{profile.rows[1]:,}/{profile.rows[2]:,}")
@@ -142,7 +172,7 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
         return run_unsupervised(spec, task, ds_split, prep, profile, folder, storage, local_storage, rep,
                                 cluster_cpus, timings, t_start)
     try:
-        splits = _encoded_splits(ds_split, prep, d.split.valid > 0)
+        splits = _encoded_splits(ds_split, prep, d.split.valid > 0, d.id)
     except Exception as err:
         raise DlmineError(f"cannot preprocess data: {first_line(err)}") from None
     layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": "valid" in splits}
@@ -184,28 +214,31 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     from dlmine_ray.infer import save_model_dir
 
     save_model_dir(str(model_dir), outcome.state_path, prep, spec.task, model_spec,
-                   {"job": spec.name, "best_epoch": outcome.best.get("epoch")})
-    keep = tuple(c for c in (d.id, d.target) if c)
-    test_raw = ds_split.map_batches(lambda df: df[df[SPLIT_COL] == 2].drop(columns=[SPLIT_COL]), batch_format="pandas")
-    scored = score_dataset(test_raw, str(model_dir), keep=keep)
-    pred = scored.to_pandas()
+                   {"job": spec.name, "best_epoch": outcome.best.get("epoch"), "na_values": d.na_values})
+    # the encoded test rows carry the raw id and target: the deep model is scored on exactly the
+    # rows (and the features) the baseline sees, so the two can be compared row by row
+    test = _collect(score_encoded(splits["test"], str(model_dir), keep=("features",) + RAW_COLS))
+    x_te = test.pop("features")
+    y_true = test.pop(RAW_TARGET)
+    pred = pd.DataFrame({**({d.id: test.pop(RAW_ID)} if d.id else {}), d.target: y_true,
+                         **{k: v for k, v in test.items() if k not in RAW_COLS}})
     metrics: dict[str, Any] = {"task": spec.task}
-    metrics.update(task.test_metrics(pred[d.target], pred, prep.target_info_))
+    metrics.update(task.test_metrics(y_true, pred, prep.target_info_))
     metrics.update({"rows_train": profile.rows[0], "rows_valid": profile.rows[1], "rows_test": profile.rows[2],
                     "train_seconds": round(train_seconds, 3), "epochs_run": len(outcome.history),
                     "trainer": trainer_used,
                     "best_epoch": outcome.best.get("epoch")})
 
+    base_pred = None
     if spec.compare_baselines:
         rep.stage("baseline", "scikit-learn HistGradientBoosting on the same split")
         tb = time.perf_counter()
         x_tr, y_tr = _stack(splits["train"], spec.baseline_max_rows)
-        x_te, y_te = _stack(splits["test"])
-        base = task.baseline_metrics(x_tr, y_tr, x_te, _decode_target(y_te, prep.target_info_, task.target_kind),
-                                     prep.target_info_, spec.train.seed)
-        metrics.update({f"baseline_{k}": v for k, v in base.items()})
+        base_pred = pd.DataFrame(task.baseline_predictions(x_tr, y_tr, x_te, prep.target_info_, spec.train.seed))
+        metrics.update({f"baseline_{k}": v for k, v in task.test_metrics(y_true, base_pred, prep.target_info_).items()})
         metrics["baseline_seconds"] = round(time.perf_counter() - tb, 3)
         metrics["baseline_rows_train"] = int(len(y_tr))
+    metrics.update(test_intervals(task, y_true, pred, base_pred, prep.target_info_, spec.train.seed))
 
     rep.stage("writing", "metrics, predictions, model, report")
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)

@@ -49,16 +49,34 @@ class DataSpec(_Strict):
     normal_when: Optional[str] = Field(
         None, description="detect: a pandas expression (e.g. \"label == 0\") selecting the rows known to be "
                           "normal; only they train the model. Default: every row trains")
-    drop_constant: bool = Field(False, description="cluster/detect: drop constant columns instead of "
-                                                   "rejecting the data")
+    drop_constant: bool = Field(True, description="drop feature columns that hold one value (listed in the log "
+                                                  "and the report); false: refuse such data")
     items: Optional[str] = Field(None, description="rules: the item column: a list column (one basket per "
                                                    "row), or with data.transaction one item per row. Default: "
                                                    "every column's column=value is an item")
     transaction: Optional[str] = Field(None, description="rules: the transaction id column of one-item-per-row data")
-    id: Optional[str] = None
+    id: Optional[str] = Field(None, description="a row identifier: kept in predictions, and its hash decides "
+                                                "the row's split (unless data.group is given)")
+    group: Optional[str] = Field(None, description="all rows with the same value of this column go to one split "
+                                                   "(repeated measurements of one customer, patient...); not a "
+                                                   "feature")
+    na_values: list[Union[str, int, float]] = Field(default_factory=list, description="more values that mean 'missing' (empty "
+                                                                   "CSV fields and NA/NaN/null always do)")
     ignore: list[str] = Field(default_factory=list)
     split: SplitSpec = Field(default_factory=SplitSpec)
     max_categories: int = Field(50, ge=1, description="one-hot width cap per categorical column")
+
+    @property
+    def split_key(self) -> Optional[str]:
+        """The column whose values decide each row's split: data.group, else data.id, else none
+        (then the row's file and position do)."""
+        return self.group or self.id
+
+    @field_validator("na_values")
+    @classmethod
+    def _as_text(cls, v):
+        # the markers are compared as text (CSV) and, where they parse, as numbers
+        return [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x) for x in v]
 
     @field_validator("path")
     @classmethod
@@ -291,6 +309,8 @@ class JobSpec(_Strict):
             raise ValueError(f"data.target '{d.target}' is also listed in data.ignore")
         if d.id is not None and d.id == d.target:
             raise ValueError(f"data.id and data.target are the same column '{d.target}'")
+        if d.group is not None and d.group in (d.target, d.labels):
+            raise ValueError(f"data.group '{d.group}' is also the target/labels column")
         if self.tune is not None:
             for key in self.tune.space:
                 _check_dotted_field(self, key)

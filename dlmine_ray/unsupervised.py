@@ -167,7 +167,7 @@ def run_unsupervised(spec, task, ds_split, prep, profile, folder, storage: str, 
     torch.save({k: v.detach().cpu() for k, v in final.state_dict().items()}, state_path)
     model_dir = folder.path("model")
     save_model_dir(str(model_dir), state_path, prep, spec.task, model_spec,
-                   {"job": spec.name, "stages": stages}, info=info)
+                   {"job": spec.name, "stages": stages, "na_values": d.na_values}, info=info)
     baseline = None
     tb = time.perf_counter()
     if spec.compare_baselines:

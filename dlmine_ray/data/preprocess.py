@@ -46,11 +46,8 @@ class TabularPreprocessor:
             non_null = st.n - st.nulls
             numeric = st.non_numeric == 0 or (non_null and st.numeric / non_null >= 0.9)
             if numeric:
-                n = max(st.t_count, 1)
-                mean = st.t_sum / n if st.t_count else 0.0
-                var = max(st.t_sumsq / n - mean * mean, 0.0)
-                std = math.sqrt(var) if var > 1e-24 else 1.0
-                self.numeric_.append((c, float(mean), float(std)))
+                std = st.t_std if st.t_std > 1e-12 * max(1.0, abs(st.t_mean)) else 1.0
+                self.numeric_.append((c, float(st.t_mean), float(std)))
             else:
                 cats = [k for k, _ in sorted(st.counts.items(), key=lambda kv: (-kv[1], str(kv[0])))][:max_categories]
                 self.categorical_.append((c, [str(k) for k in cats]))
@@ -61,10 +58,7 @@ class TabularPreprocessor:
             classes = sorted(tst.all_counts.keys(), key=lambda v: (str(type(v)), v))
             self.target_info_ = {"classes": [_plain(c) for c in classes]}
         else:
-            n = max(tst.t_count, 1)
-            mean = tst.t_sum / n
-            std = math.sqrt(max(tst.t_sumsq / n - mean * mean, 0.0)) or 1.0
-            self.target_info_ = {"target_mean": float(mean), "target_std": float(std)}
+            self.target_info_ = {"target_mean": float(tst.t_mean), "target_std": float(tst.t_std or 1.0)}
         return self
 
     # -- layout ------------------------------------------------------------------------------

@@ -20,17 +20,23 @@ SPLITS = ("train", "valid", "test")
 _MAX_DISTINCT = 20_000  # per block; categorical columns wider than this are not one-hot material
 
 
-def assign_split(df: pd.DataFrame, key_cols: list[str], valid: float, test: float, seed: int) -> np.ndarray:
-    """Split codes (0 train, 1 valid, 2 test) from a seeded hash of the key columns, so that the
-    same row lands in the same split on every run, whatever the block order."""
-    h = pd.util.hash_pandas_object(df[key_cols], index=False).to_numpy(np.uint64)
+def split_codes(keys: np.ndarray, valid: float, test: float, seed: int) -> np.ndarray:
+    """Split codes (0 train, 1 valid, 2 test) from uint64 row keys, mixed with ``seed``: the same
+    key gives the same split on every run, whatever the block order or number of workers."""
     with np.errstate(over="ignore"):
-        x = h ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
+        x = keys.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
     u = (x >> np.uint64(11)).astype(np.float64) / float(2**53)
     return np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype(np.int8)
+
+
+def assign_split(df: pd.DataFrame, key_cols: list[str], valid: float, test: float, seed: int) -> np.ndarray:
+    """Split codes from a seeded hash of the values of ``key_cols`` (``data.id`` or
+    ``data.group``): rows with the same key values share a split."""
+    h = pd.util.hash_pandas_object(df[key_cols], index=False).to_numpy(np.uint64)
+    return split_codes(h, valid, test, seed)
 
 
 @dataclass
@@ -46,24 +52,33 @@ class ColumnStats:
     example_bad: Optional[str] = None
     vmin: float = math.inf
     vmax: float = -math.inf
-    # training split only
+    # training split only: count, mean and sum of squared deviations (merged by Chan et al.'s
+    # parallel update: sum-of-squares minus squared sums cancels catastrophically far from 0)
     t_count: int = 0
-    t_sum: float = 0.0
-    t_sumsq: float = 0.0
+    t_mean: float = 0.0
+    t_m2: float = 0.0
     counts: Counter = field(default_factory=Counter)     # categorical values, training split
     all_counts: Counter = field(default_factory=Counter)  # categorical values, all rows (target)
 
     def merge(self, o: "ColumnStats") -> None:
         self.dtypes |= o.dtypes
+        if o.t_count:
+            n = self.t_count + o.t_count
+            delta = o.t_mean - self.t_mean
+            self.t_m2 += o.t_m2 + delta * delta * self.t_count * o.t_count / n
+            self.t_mean += delta * o.t_count / n
         for k in ("n", "nulls", "numeric", "nonfinite", "non_numeric", "t_count"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
-        self.t_sum += o.t_sum
-        self.t_sumsq += o.t_sumsq
         self.vmin = min(self.vmin, o.vmin)
         self.vmax = max(self.vmax, o.vmax)
         self.example_bad = self.example_bad or o.example_bad
         self.counts.update(o.counts)
         self.all_counts.update(o.all_counts)
+
+    @property
+    def t_std(self) -> float:
+        """Standard deviation (population) of the training split's finite values; 0.0 if none."""
+        return math.sqrt(self.t_m2 / self.t_count) if self.t_count else 0.0
 
 
 def _dtype_kind(s: pd.Series) -> str:
@@ -110,8 +125,9 @@ def _column_stats(s: pd.Series, is_train: np.ndarray, categorical_target: bool) 
         st.vmax = float(v[finite].max())
         tv = v[finite & is_train]
         st.t_count = int(tv.size)
-        st.t_sum = float(tv.sum())
-        st.t_sumsq = float((tv * tv).sum())
+        if tv.size:
+            st.t_mean = float(tv.mean())
+            st.t_m2 = float(np.square(tv - st.t_mean).sum())
     if categorical_target and kind in ("number", "bool"):
         keyed = s[~null].reset_index(drop=True)
         st.all_counts.update(keyed.value_counts().to_dict())
@@ -142,6 +158,8 @@ class DataProfile:
     order: list[str]
     columns: dict[str, ColumnStats]
     target_by_split: list[Counter]
+    #: feature columns with one value only, dropped by ``check_profile``
+    dropped_constant: list[str] = field(default_factory=list)
 
     @property
     def n_rows(self) -> int:
@@ -166,15 +184,26 @@ class DataProfile:
             balance = {str(k): int(v) for k, v in sorted(total.items(), key=lambda kv: str(kv[0]))}
         return {"rows": self.n_rows, "rows_train": self.rows[0], "rows_valid": self.rows[1],
                 "rows_test": self.rows[2], "n_columns": len(self.order), "columns": cols,
-                "target": target, "class_balance": balance}
+                "target": target, "class_balance": balance, "dropped_constant": list(self.dropped_constant)}
 
 
 def with_split_column(df: pd.DataFrame, key_cols: Optional[list[str]], valid: float, test: float,
                       seed: int) -> pd.DataFrame:
-    """A copy of ``df`` with the split code column (hash of ``key_cols``, else of every column)."""
-    df = df.copy()
-    df[SPLIT_COL] = assign_split(df, key_cols or list(df.columns), valid, test, seed) if len(df) else \
-        np.zeros(0, np.int8)
+    """A copy of ``df`` with the split code column, without the read's ``ROW_KEY`` column.
+
+    With ``key_cols`` (data.group, else data.id) the split hashes their values; without, it comes
+    from ``ROW_KEY`` (the row's file and position), so that copies of one row are split like any
+    other rows and a row's split never depends on its values (its target included)."""
+    from dlmine_ray.data.read import ROW_KEY
+
+    if key_cols:
+        codes = assign_split(df, key_cols, valid, test, seed) if len(df) else np.zeros(0, np.int8)
+    elif ROW_KEY in df.columns:
+        codes = split_codes(df[ROW_KEY].to_numpy(np.uint64), valid, test, seed)
+    else:
+        raise RuntimeError(f"rows read without their '{ROW_KEY}' column cannot be split")
+    df = df.drop(columns=[ROW_KEY], errors="ignore")
+    df[SPLIT_COL] = codes
     return df
 
 
@@ -185,12 +214,12 @@ def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str
     return fn
 
 
-def profile_dataset(ds, target: str, categorical_target: bool, id_col: Optional[str],
+def profile_dataset(ds, target: str, categorical_target: bool, split_key: Optional[str],
                     valid: float, test: float, seed: int) -> DataProfile:
     """Run the stats pass over a Ray Dataset and merge the per-block results on the driver."""
     from dlmine_ray.data.read import first_line
 
-    fn = _stats_fn(target, categorical_target, [id_col] if id_col else None, valid, test, seed)
+    fn = _stats_fn(target, categorical_target, [split_key] if split_key else None, valid, test, seed)
     try:
         parts = ds.map_batches(fn, batch_format="pandas", batch_size=None).take_all()
     except DlmineError:
@@ -245,7 +274,7 @@ def check_profile(profile: DataProfile, spec, features: list[str]) -> list[str]:
                               f"(found value '{st.example_bad}')")
         if st.nonfinite:
             raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
-        if st.t_count and (st.t_sumsq / st.t_count - (st.t_sum / st.t_count) ** 2) <= 1e-24:
+        if st.t_count and st.t_std <= 1e-12 * max(1.0, abs(st.t_mean)):
             raise DlmineError(f"target column '{target}' is constant in the training split")
     else:
         if st.nonfinite:
@@ -255,20 +284,38 @@ def check_profile(profile: DataProfile, spec, features: list[str]) -> list[str]:
             raise DlmineError(f"target column '{target}' has only one class ({only!r}); classification needs two or more")
         if len(profile.target_by_split[0]) < 2:
             raise DlmineError(f"target column '{target}' has only one class in the training split")
+    features = _drop_constant(profile, spec, features)
     _check_features(profile, features)
     return features
 
 
 def _check_named_columns(profile: DataProfile, spec) -> None:
-    for col in ([spec.data.id] if spec.data.id else []) + list(spec.data.ignore):
+    d = spec.data
+    for col in [c for c in (d.id, d.group) if c] + list(d.ignore):
         if col not in profile.columns:
-            raise DlmineError(f"column '{col}' (named in data.id/data.ignore) not found in the data")
+            raise DlmineError(f"column '{col}' (named in data.id/data.group/data.ignore) not found in the data")
 
 
 def _is_constant(st: ColumnStats) -> bool:
     if st.non_numeric:  # text: one distinct value
         return len(st.counts | st.all_counts) <= 1 and st.nulls == 0
     return st.numeric > 0 and st.vmin == st.vmax and st.nulls == 0
+
+
+def _drop_constant(profile: DataProfile, spec, features: list[str]) -> list[str]:
+    """``features`` without the constant ones (recorded in ``profile.dropped_constant``); a
+    DlmineError when none is left, or when the job refuses constant columns."""
+    constant = [c for c in features if _is_constant(profile.columns[c])]
+    if constant and not spec.data.drop_constant:
+        c = constant[0]
+        more = f" (and {len(constant) - 1} more)" if len(constant) > 1 else ""
+        raise DlmineError(f"column '{c}' is constant{more}: it cannot tell rows apart; list it in data.ignore "
+                          "or set data.drop_constant: true")
+    if constant and len(constant) == len(features):
+        raise DlmineError(f"every feature column is constant ({', '.join(constant[:5])}"
+                          f"{', ...' if len(constant) > 5 else ''}): nothing to learn from")
+    profile.dropped_constant = constant
+    return [c for c in features if c not in constant]
 
 
 def _check_unsupervised(profile: DataProfile, spec, features: list[str], cols: str) -> list[str]:
@@ -281,15 +328,7 @@ def _check_unsupervised(profile: DataProfile, spec, features: list[str], cols: s
     trainable = profile.rows[0] + profile.rows[2]  # cluster/detect train on every non-validation row
     if trainable < 2 or (d.split.valid > 0 and profile.rows[1] < 1):
         raise DlmineError(f"too few rows ({profile.n_rows}) to train and validate; add data or change data.split")
-    constant = [c for c in features if _is_constant(profile.columns[c])]
-    if constant and not d.drop_constant:
-        c = constant[0]
-        more = f" (and {len(constant) - 1} more)" if len(constant) > 1 else ""
-        raise DlmineError(f"column '{c}' is constant{more}: it cannot tell rows apart; list it in data.ignore "
-                          "or set data.drop_constant: true")
-    features = [c for c in features if c not in constant]
-    if not features:
-        raise DlmineError("every feature column is constant: nothing to learn from")
+    features = _drop_constant(profile, spec, features)
     if spec.task == "cluster" and spec.cluster.k is not None and spec.cluster.k > trainable:
         raise DlmineError(f"cluster.k = {spec.cluster.k} is larger than the number of training rows ({trainable})")
     if spec.task == "detect" and d.labels is not None:

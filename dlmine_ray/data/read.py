@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Union
+from typing import Optional, Sequence, Union
 
 import pandas as pd
 
@@ -115,24 +115,112 @@ def resolve_paths(path: Union[str, list[str]], fmt: str = "auto") -> tuple[list[
     return [os.path.abspath(f) if not _is_uri(f) else f for f in files], fmt
 
 
-def read_dataset(path: Union[str, list[str]], fmt: str = "auto"):
-    """Return a lazy Ray Dataset over the rows at ``path``."""
+#: the synthetic column of a run's read: a hash of the row's file and its position in that file
+ROW_KEY = "row_hash"
+#: CSV fields read as missing, as pandas reads them (pyarrow's defaults lack '' for text columns)
+CSV_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+          "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def row_keys(source: str, start: int, n: int):
+    """uint64 keys of rows ``start..start+n`` of ``source`` (a file path): the same mixing of a
+    hash of the path plus the position as Ray's ``read_parquet(include_row_hash=True)``, so a
+    row's key depends on where it is stored and never on its values, the block or the worker."""
+    import hashlib
+
+    import numpy as np
+
+    seed = np.uint64(int.from_bytes(hashlib.md5(source.encode("utf-8")).digest()[:8], "little"))
+    with np.errstate(over="ignore"):
+        x = seed + np.arange(start, start + n, dtype=np.uint64)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def row_keys_array(source: str, start: int, n: int):
+    """``row_keys`` as a pyarrow array."""
+    import pyarrow as pa
+
+    return pa.array(row_keys(source, start, n))
+
+
+def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool = False,
+                 na_values: Sequence[str] = ()):
+    """Return a lazy Ray Dataset over the rows at ``path``.
+
+    ``row_key``: add the ``ROW_KEY`` column (see ``row_keys``) from which a run draws each row's
+    split. ``na_values``: more markers of a missing value (empty CSV fields always are one)."""
     import ray.data
 
+    na_values = [str(v) for v in na_values]
     if isinstance(path, str) and path.startswith("builtin:"):
         frame = builtin_frame(path.split(":", 1)[1])
-        return ray.data.from_pandas(frame) if isinstance(frame, pd.DataFrame) else ray.data.from_arrow(frame)
+        if isinstance(frame, pd.DataFrame):
+            import pyarrow as pa
+
+            frame = pa.Table.from_pandas(frame, preserve_index=False)
+        if row_key:
+            frame = frame.append_column(ROW_KEY, row_keys_array(path, 0, frame.num_rows))
+        ds = ray.data.from_arrow(frame)
+        return _with_missing_markers(ds, na_values)
     files, fmt = resolve_paths(path, fmt)
     try:
         if fmt == "parquet":
-            return ray.data.read_parquet(files, override_num_blocks=_parallelism(len(files)))
-        if fmt == "csv":
-            return ray.data.read_csv(files)
-        return ray.data.read_json(files)
+            ds = ray.data.read_parquet(files, override_num_blocks=_parallelism(len(files)),
+                                       include_row_hash=row_key)
+            if row_key:
+                _check_reserved(ds)
+            return _with_missing_markers(ds, na_values)
+        from dlmine_ray.data.text_source import KeyedTextFiles
+
+        return ray.data.read_datasource(KeyedTextFiles(files, fmt, row_key, na_values))
     except DlmineError:
         raise
     except Exception as err:  # pyarrow/Ray raise many types for unreadable input
         raise DlmineError(f"cannot read data at {path}: {first_line(err)}") from None
+
+
+def _check_reserved(ds) -> None:
+    import pyarrow.parquet as pq
+
+    first = ds.input_files()[:1]
+    if first and not _is_uri(first[0]) and ROW_KEY in pq.read_schema(first[0]).names:
+        raise DlmineError(f"column '{ROW_KEY}' is reserved (a run adds it to key each row's split); "
+                          "rename it in the data")
+
+
+def _with_missing_markers(ds, na_values: list[str]):
+    """``ds`` with every value equal to one of ``na_values`` made null (text columns compare the
+    text, numeric columns the number), for data whose reader has no null markers of its own."""
+    if not na_values:
+        return ds
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = []
+    for v in na_values:
+        try:
+            numbers.append(float(v))
+        except ValueError:
+            pass
+
+    def mark(table: pa.Table) -> pa.Table:
+        cols = []
+        for name, column in zip(table.column_names, table.columns):
+            t = column.type
+            hit = None
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                hit = pc.is_in(column, value_set=pa.array(na_values, type=t))
+            elif (pa.types.is_integer(t) or pa.types.is_floating(t)) and numbers and name != ROW_KEY:
+                hit = pc.is_in(pc.cast(column, pa.float64()), value_set=pa.array(numbers, pa.float64()))
+            cols.append(column if hit is None else pc.if_else(hit, pa.scalar(None, t), column))
+        return pa.table(cols, names=table.column_names)
+
+    return ds.map_batches(mark, batch_format="pyarrow", batch_size=None)
 
 
 def _parallelism(n_files: int) -> int:

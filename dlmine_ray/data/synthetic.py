@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -111,3 +112,16 @@ def make_data(kind: str, rows: int, features: int, shards: int, output: str, see
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def make_repeated_rows(rows: int = 40_000, seed: int = 0) -> pd.DataFrame:
+    """A table shaped like a survey: 648 distinct feature rows (three 0-5 integers and a 3-level
+    category), each repeated many times with both labels (``label`` ~ Bernoulli of a logistic
+    function of the features). A split that sends copies of one (features, label) pair together
+    scores models on the label they never saw: the case the default split must get right."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, size=(rows, 3))
+    cat = rng.choice(["a", "b", "c"], rows)
+    logit = 0.5 * (x[:, 0] - 2.5) - 0.4 * (x[:, 1] - 2.5) + 0.3 * (x[:, 2] - 2.5) * (cat == "a") + 0.5 * (cat == "b")
+    label = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "cat": cat, "label": label})

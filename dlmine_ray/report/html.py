@@ -24,9 +24,6 @@ th{background:#f5f5f5} td.l,th.l{text-align:left} .muted{color:#777} pre{backgro
 .grid{display:flex;flex-wrap:wrap;gap:1rem}
 """
 
-_HIGHER_BETTER = {"accuracy", "f1_macro", "roc_auc", "r2"}
-
-
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -137,14 +134,59 @@ def _class_balance(balance: dict) -> str:
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
-    """Rows of (metric, deep model, baseline) for the metrics that have a baseline."""
+    """One row per test metric the task reports: the deep model's value and 95% interval, the
+    baseline's, the paired interval of their difference, and the verdict ('better', 'worse' or
+    'tie': better or worse only when that interval excludes zero; without intervals, 'tie' on
+    equal values). Counts, seconds and settings are not metrics and are left out."""
+    from dlmine_ray.tasks import get_task
+    from dlmine_ray.tasks.bootstrap import verdict
+
     rows = []
-    for k, v in metrics.items():
-        if k.startswith("baseline_") or not isinstance(v, (int, float)) or k.endswith(("seconds", "epoch")) \
-                or k.startswith("rows_") or k == "epochs_run":
+    for k, mode in get_task(metrics["task"]).metric_modes.items():
+        deep, base = metrics.get(k), metrics.get(f"baseline_{k}")
+        if deep is None and base is None:
             continue
-        rows.append({"metric": k, "deep model": v, "baseline (HistGradientBoosting)": metrics.get(f"baseline_{k}")})
-    return pd.DataFrame(rows)
+        diff = metrics.get(f"diff_{k}_ci")
+        if not _finite(deep) or not _finite(base):
+            call = ""
+        elif diff:
+            call = verdict(diff, mode == "max")
+        else:
+            call = "tie" if deep == base else ("better" if (deep > base) == (mode == "max") else "worse")
+        rows.append({"metric": k, "deep model": deep, "deep CI": metrics.get(f"{k}_ci"), "baseline": base,
+                     "baseline CI": metrics.get(f"baseline_{k}_ci"), "difference CI": diff, "verdict": call})
+    return pd.DataFrame(rows, columns=["metric", "deep model", "deep CI", "baseline", "baseline CI",
+                                       "difference CI", "verdict"])
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def ci_text(ci) -> str:
+    """'[low, high]' for an interval, '' for none."""
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+
+
+def metrics_html(metrics: dict, baseline_name: str) -> str:
+    """The metrics table as HTML: the deep model's cell green when the paired interval says it
+    is better, red when worse, and the word 'tie' otherwise."""
+    mt = metrics_table(metrics)
+    if mt.empty:
+        return ""
+    rows = []
+    for r in mt.itertuples(index=False):
+        cls = r.verdict if r.verdict in ("better", "worse") else ""
+        rows.append(f'<tr><td class="l">{r.metric}</td><td class="{cls}">{_fmt(r[1])}</td>'
+                    f'<td class="muted">{ci_text(r[2])}</td><td>{_fmt(r.baseline)}</td>'
+                    f'<td class="muted">{ci_text(r[4])}</td><td class="muted">{ci_text(r[5])}</td>'
+                    f'<td class="l {cls}">{r.verdict}</td></tr>')
+    return (f'<table><tr><th class="l">metric</th><th>deep model</th><th>95% CI</th>'
+            f'<th>baseline ({html.escape(baseline_name)})</th><th>95% CI</th><th>difference, paired 95% CI</th>'
+            f'<th class="l">verdict</th></tr>{"".join(rows)}</table>'
+            '<p class="muted">Intervals: percentile bootstrap over the scored rows, 1,000 draws; the difference '
+            '(deep model minus baseline) is computed on the same draws. "tie": the difference interval contains 0.'
+            '</p>')
 
 
 def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: dict, predictions: pd.DataFrame,
@@ -156,17 +198,7 @@ def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: 
              f'{profile["rows"]:,} rows · model {spec.model.kind} {spec.model.hidden}</p>']
 
     parts.append("<h2>Metrics on the test split</h2>")
-    mt = metrics_table(metrics)
-    rows_html = []
-    for r in mt.itertuples(index=False):
-        deep, base = r[1], r[2]
-        cls = ""
-        if base is not None and not (isinstance(base, float) and math.isnan(base)):
-            higher = r[0] in _HIGHER_BETTER
-            cls = "better" if (deep >= base if higher else deep <= base) else "worse"
-        rows_html.append(f'<tr><td class="l">{r[0]}</td><td class="{cls}">{_fmt(deep)}</td><td>{_fmt(base)}</td></tr>')
-    parts.append('<table><tr><th class="l">metric</th><th>deep model</th><th>baseline (HistGradientBoosting)</th></tr>'
-                 + "".join(rows_html) + "</table>")
+    parts.append(metrics_html(metrics, "HistGradientBoosting"))
     parts.append(f'<p class="muted">train {metrics.get("rows_train", 0):,} rows · test {metrics.get("rows_test", 0):,} rows'
                  f' · training {metrics.get("train_seconds", 0):.1f}s · {metrics.get("epochs_run", "?")} epochs, '
                  f'best at epoch {metrics.get("best_epoch", "?")}</p>')
@@ -189,12 +221,22 @@ def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: 
                  f'{profile["rows_train"]:,} / {profile["rows_valid"]:,} / {profile["rows_test"]:,}</p>')
     if profile.get("class_balance"):
         parts.append(_class_balance(profile["class_balance"]))
+    parts.append(dropped_note(profile))
     cols = pd.DataFrame(profile["columns"])
     parts.append(_table(cols, left=("column", "type")))
     if feature_names:
         parts.append(f'<p class="muted">{len(feature_names)} encoded model inputs.</p>')
 
     write_page(path, spec, parts)
+
+
+def dropped_note(profile: dict) -> str:
+    """A line naming the constant columns the run dropped (empty when none was)."""
+    dropped = profile.get("dropped_constant") or []
+    if not dropped:
+        return ""
+    return (f'<p>Dropped {len(dropped)} constant column(s), which cannot tell rows apart: '
+            f'{html.escape(", ".join(dropped))}.</p>')
 
 
 def write_page(path, spec, parts: list[str]) -> None:

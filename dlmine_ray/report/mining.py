@@ -11,14 +11,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from dlmine_ray.report.html import _class_balance, _fmt, _learning_curves, _png, _table, write_page
+from dlmine_ray.report.html import (_class_balance, _finite, _fmt, _learning_curves, _png, _table, dropped_note,
+                                    metrics_html, write_page)
 
-# the metrics put side by side with the baseline, in this order; the sets say which way is better
-_COMPARED = {"cluster": ["silhouette", "davies_bouldin", "nmi", "ari", "acc"],
-             "detect": ["roc_auc", "average_precision", "precision_at_n"]}
-_HIGHER_BETTER = {"silhouette", "nmi", "ari", "acc", "roc_auc", "average_precision", "precision_at_n"}
-_LOWER_BETTER = {"davies_bouldin"}
-_BASELINE = {"cluster": "k-means", "detect": "IsolationForest"}
 
 
 def _plt():
@@ -31,10 +26,6 @@ def _plt():
     return plt
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _colour(i: int, n: int):
     """The i-th of n categorical colours (tab10 up to 10, tab20 beyond; repeats past 20)."""
     cmap = _plt().get_cmap("tab10" if n <= 10 else "tab20")
@@ -45,23 +36,19 @@ def _colour(i: int, n: int):
 
 def _metrics_section(task: str, metrics: dict) -> str:
     """HTML: the deep model vs baseline table, then every other scalar number of the run."""
-    names = [m for m in _COMPARED[task] if m in metrics or f"baseline_{m}" in metrics]
-    names += [k[len("baseline_"):] for k in metrics
-              if k.startswith("baseline_") and k[len("baseline_"):] in metrics and k[len("baseline_"):] not in names]
-    rows = []
-    for m in names:
-        deep, base = metrics.get(m), metrics.get(f"baseline_{m}")
-        cls = ""
-        if _finite(deep) and _finite(base) and (m in _HIGHER_BETTER or m in _LOWER_BETTER):
-            cls = "better" if (deep >= base if m in _HIGHER_BETTER else deep <= base) else "worse"
-        rows.append(f'<tr><td class="l">{m}</td><td class="{cls}">{_fmt(deep)}</td><td>{_fmt(base)}</td></tr>')
-    out = []
-    if rows:
-        out.append(f'<table><tr><th class="l">metric</th><th>deep model</th><th>baseline ({_BASELINE[task]})</th>'
-                   f'</tr>{"".join(rows)}</table>')
+    from dlmine_ray.tasks import get_task
+
+    t = get_task(task)
+    shown = {m for m in t.metric_modes if m in metrics or f"baseline_{m}" in metrics}
+    out = [metrics_html(metrics, t.baseline_name)]
+
+    def compared(k: str) -> bool:
+        base = k[len("baseline_"):] if k.startswith("baseline_") else k
+        return base in shown or (k.endswith("_ci") and (k[:-3] in shown or k[len("diff_"):-3] in shown
+                                                       or k[len("baseline_"):-3] in shown))
+
     other = [(k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in metrics.items()
-             if k not in names and not (k.startswith("baseline_") and k[len("baseline_"):] in names)
-             and (isinstance(v, (int, float, str, list, tuple, np.number)))]
+             if not compared(k) and (isinstance(v, (int, float, str, list, tuple, np.number)))]
     if other:
         out.append("<h3>Other numbers</h3>")
         out.append(_table(pd.DataFrame(other, columns=["name", "value"]), left=("name", "value")))
@@ -297,6 +284,7 @@ def write_mining_report(path: Path, spec, profile: dict, history: list[dict], me
     parts.append("<h2>Data profile</h2>")
     parts.append(f'<p>{profile.get("rows", 0):,} rows × {profile.get("n_columns", 0)} columns; '
                  f'{len(info.get("feature_names", []))} encoded model inputs.</p>')
+    parts.append(dropped_note(profile))
     if profile.get("class_balance"):
         parts.append(_class_balance(profile["class_balance"]))
     if profile.get("columns"):

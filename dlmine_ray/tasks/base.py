@@ -31,6 +31,8 @@ class Task:
     val_mode: str = "min"
     #: what the run compares the deep model with, for tables and reports
     baseline_name: str = "HGB"
+    #: the test metrics the task reports, each with its direction ("max": higher is better)
+    metric_modes: dict[str, str] = {}
 
     def target_torch_dtype(self) -> torch.dtype:
         """The dtype of the encoded target tensor."""
@@ -95,6 +97,12 @@ class Task:
         """Test-split metrics from true targets (original units/labels) and prediction columns."""
         raise NotImplementedError
 
-    def baseline_metrics(self, x_train, y_train, x_test, y_test_raw, info: dict, seed: int) -> dict[str, float]:
-        """Fit the scikit-learn baseline on encoded features; return its test metrics."""
+    def baseline_predictions(self, x_train, y_train, x_test, info: dict, seed: int) -> dict[str, np.ndarray]:
+        """Fit the scikit-learn baseline on encoded features; return its prediction columns for
+        ``x_test`` (the same columns as ``predict_columns``), scored by ``test_metrics`` too."""
+        raise NotImplementedError
+
+    def bootstrap_metrics(self, w: np.ndarray, y_true, pred, info: dict) -> dict[str, np.ndarray]:
+        """The test metrics of each weighted draw of the test rows: ``w`` is (replicates, rows)
+        (see ``tasks/bootstrap.py``); returns metric name -> (replicates,) values."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ class ClassifyTask(Task):
     target_kind = "categorical"
     val_metric = "val_accuracy"
     val_mode = "max"
+    metric_modes = {"accuracy": "max", "f1_macro": "max", "roc_auc": "max", "log_loss": "min"}
 
     def target_torch_dtype(self):
         return torch.int64
@@ -51,10 +52,27 @@ class ClassifyTask(Task):
 
     def test_metrics(self, y_true, pred, info):
         classes = info["classes"]
-        proba = np.column_stack([pred[_proba_column(c)].to_numpy(dtype=np.float64) for c in classes])
-        return _classification_metrics(np.asarray(y_true), pred["prediction"].to_numpy(), proba, classes)
+        return _classification_metrics(np.asarray(y_true), pred["prediction"].to_numpy(), _proba(pred, classes),
+                                       classes)
 
-    def baseline_metrics(self, x_train, y_train, x_test, y_test_raw, info, seed):
+    def bootstrap_metrics(self, w, y_true, pred, info):
+        """accuracy, f1_macro, log_loss and roc_auc of each weighted draw of the test rows."""
+        from dlmine_ray.tasks import bootstrap as bs
+
+        classes = info["classes"]
+        index = {str(c): i for i, c in enumerate(classes)}
+        y = np.array([index[str(v)] for v in np.asarray(y_true, dtype=object)])
+        guess = np.array([index[str(v)] for v in pred["prediction"].to_numpy()])
+        proba = _normalised(_proba(pred, classes))
+        out = {"accuracy": bs.accuracy(w, y, guess), "f1_macro": bs.f1_macro(w, y, guess),
+               "log_loss": bs.log_loss(w, proba[np.arange(len(y)), y])}
+        present = np.unique(y)
+        if len(present) >= 2:  # the same classes as the point estimate: those of the test split
+            p = proba[:, present] / proba[:, present].sum(axis=1, keepdims=True)
+            out["roc_auc"] = bs.macro_ovr_auc(w, np.searchsorted(present, y), p)
+        return out
+
+    def baseline_predictions(self, x_train, y_train, x_test, info, seed):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         model = HistGradientBoostingClassifier(random_state=seed)
@@ -63,8 +81,18 @@ class ClassifyTask(Task):
         classes = info["classes"]
         proba = np.zeros((x_test.shape[0], len(classes)))
         proba[:, model.classes_.astype(int)] = proba_present
-        label = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-        return _classification_metrics(np.asarray(y_test_raw), label, proba, classes)
+        cols = {"prediction": np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
+        cols.update({_proba_column(c): proba[:, j] for j, c in enumerate(classes)})
+        return cols
+
+
+def _proba(pred, classes) -> np.ndarray:
+    return np.column_stack([np.asarray(pred[_proba_column(c)], dtype=np.float64) for c in classes])
+
+
+def _normalised(proba: np.ndarray) -> np.ndarray:
+    proba = np.clip(proba, 1e-12, 1.0)
+    return proba / proba.sum(axis=1, keepdims=True)
 
 
 def _classification_metrics(y_true, y_pred, proba, classes) -> dict[str, float]:
@@ -78,8 +106,7 @@ def _classification_metrics(y_true, y_pred, proba, classes) -> dict[str, float]:
     }
     index = {str(c): i for i, c in enumerate(classes)}
     y_idx = np.array([index[str(v)] for v in y_true])
-    proba = np.clip(proba, 1e-12, 1.0)
-    proba = proba / proba.sum(axis=1, keepdims=True)
+    proba = _normalised(proba)
     out["log_loss"] = float(skm.log_loss(y_idx, proba, labels=list(range(len(classes)))))
     present = np.unique(y_idx)
     if len(present) < 2:

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from dlmine_ray.tasks.bootstrap import agreement, paired_intervals
 from dlmine_ray.tasks.unsupervised import MiningResult, StageSetup, UnsupervisedTask
 
 _EPS = 1e-10
@@ -28,6 +29,7 @@ _EPS = 1e-10
 class ClusterTask(UnsupervisedTask):
     name = "cluster"
     baseline_name = "k-means"
+    metric_modes = {"nmi": "max", "ari": "max", "acc": "max", "silhouette": "max", "davies_bouldin": "min"}
     result_file = "clusters.parquet"
 
     def stages(self, spec):
@@ -166,9 +168,15 @@ class ClusterTask(UnsupervisedTask):
             known = table[labels_col].notna().to_numpy()
             truth = table[labels_col].to_numpy()[known]
             metrics.update(label_metrics(truth, table["cluster"].to_numpy()[known]))
-            if baseline is not None:
-                base = np.concatenate(base_labels)[known]
+            base = np.concatenate(base_labels)[known] if baseline is not None else None
+            if base is not None:
                 metrics.update({f"baseline_{m}": v for m, v in label_metrics(truth, base).items()})
+            t_codes = pd.factorize(pd.Series(truth).astype(str))[0]
+            assigned = {"deep": pd.factorize(pd.Series(table["cluster"].to_numpy()[known]))[0],
+                        "baseline": None if base is None else pd.factorize(pd.Series(base))[0]}
+            if len(t_codes) >= 3:
+                metrics.update(paired_intervals(lambda w, which: agreement(w, t_codes, assigned[which]),
+                                                len(t_codes), base is not None, spec.train.seed))
         means = sums / np.maximum(sizes, 1)[:, None]
         overall = sums.sum(axis=0) / max(sizes.sum(), 1)
         order = [c for c in (spec.data.id, "cluster", "confidence", "map_x", "map_y", labels_col) if c]

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from dlmine_ray.tasks.bootstrap import paired_intervals
 from dlmine_ray.tasks.unsupervised import MiningResult, StageSetup, UnsupervisedTask, model_outputs
 
 #: without contamination, flag scores above exp(median + MADS * 1.4826 * MAD) of the log scores
@@ -23,6 +24,7 @@ MADS = 3.0
 class DetectTask(UnsupervisedTask):
     name = "detect"
     baseline_name = "IsolationForest"
+    metric_modes = {"roc_auc": "max", "average_precision": "max", "precision_at_n": "max"}
     result_file = "scores.parquet"
 
     def stages(self, spec):
@@ -135,6 +137,10 @@ class DetectTask(UnsupervisedTask):
             metrics.update(detection_metrics(truth, table["score"].to_numpy()))
             if base is not None:
                 metrics.update({f"baseline_{k}": v for k, v in detection_metrics(truth, base).items()})
+            scores = {"deep": table["score"].to_numpy(np.float64), "baseline": base}
+            if 0 < truth.sum() < len(truth):
+                metrics.update(paired_intervals(lambda w, which: weighted_detection(w, truth, scores[which]),
+                                                len(truth), base is not None, spec.train.seed))
         order = [c for c in (spec.data.id, "score", "flag", "rank", "top_features", labels_col) if c]
         table = table[[c for c in order if c in table.columns]].sort_values("rank", kind="stable")
         top = table.head(20)
@@ -163,6 +169,14 @@ def anomaly_truth(labels: pd.Series) -> np.ndarray:
     if v.dtype == object:
         v = pd.to_numeric(labels, errors="coerce").to_numpy()
     return np.asarray(v, dtype=np.float64) > 0.5
+
+
+def weighted_detection(w: np.ndarray, truth: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """``detection_metrics`` of each weighted draw of the rows (see tasks/bootstrap.py)."""
+    from dlmine_ray.tasks import bootstrap as bs
+
+    return {"roc_auc": bs.roc_auc(w, truth, scores), "average_precision": bs.average_precision(w, truth, scores),
+            "precision_at_n": bs.precision_at_n(w, truth, scores)}
 
 
 def detection_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:

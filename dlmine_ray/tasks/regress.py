@@ -13,6 +13,7 @@ class RegressTask(Task):
     target_kind = "numeric"
     val_metric = "val_rmse"
     val_mode = "min"
+    metric_modes = {"rmse": "min", "mae": "min", "r2": "max"}
 
     def output_dim(self, info):
         return 1
@@ -37,13 +38,18 @@ class RegressTask(Task):
     def test_metrics(self, y_true, pred, info):
         return _regression_metrics(np.asarray(y_true, dtype=np.float64), pred["prediction"].to_numpy(np.float64))
 
-    def baseline_metrics(self, x_train, y_train, x_test, y_test_raw, info, seed):
+    def bootstrap_metrics(self, w, y_true, pred, info):
+        """rmse, mae and r2 of each weighted draw of the test rows."""
+        from dlmine_ray.tasks.bootstrap import regression
+
+        return regression(w, np.asarray(y_true, dtype=np.float64), np.asarray(pred["prediction"], dtype=np.float64))
+
+    def baseline_predictions(self, x_train, y_train, x_test, info, seed):
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         model = HistGradientBoostingRegressor(random_state=seed)
         model.fit(x_train, y_train)
-        pred = model.predict(x_test) * info["target_std"] + info["target_mean"]
-        return _regression_metrics(np.asarray(y_test_raw, dtype=np.float64), pred)
+        return {"prediction": model.predict(x_test) * info["target_std"] + info["target_mean"]}
 
 
 def _regression_metrics(y, p) -> dict[str, float]:
