@@ -192,7 +192,9 @@ BAD_DATA = {
                                                                       "id": "row_id"}},
                               "labels column 'truth' (data.labels) not found"),
     # constant columns are dropped by default (tests/test_profile.py); refused when the job says so
-    "constant_column": (_constant_blobs, "cluster", {"data": {"drop_constant": False}}, "column 'flat' is constant"),
+    "constant_column": (_constant_blobs, "cluster", {"data": {"target": None, "labels": "group", "id": "row_id",
+                                                                  "drop_constant": False}},
+                        "column 'flat' is constant"),
     "detect_labels_must_be_binary": (lambda: blobs(60), "detect", {"data": {"target": None, "labels": "group",
                                                                             "id": "row_id"}},
                                      "labels column 'group' must hold 0/1"),
