@@ -44,7 +44,6 @@ class KeyedTextFiles(Datasource):
         import pyarrow as pa
         import pyarrow.csv as pcsv
         import pyarrow.fs as pfs
-        import pyarrow.json as pjson
 
         fs, where = pfs.FileSystem.from_uri(path) if _is_uri(path) else (pfs.LocalFileSystem(), path)
         offset = 0
@@ -55,9 +54,24 @@ class KeyedTextFiles(Datasource):
                                        read_options=pcsv.ReadOptions(block_size=16 << 20))
                 parts = (pa.Table.from_batches([b]) for b in reader)
             else:
-                parts = [pjson.read_json(stream)]
+                parts = [_read_json(stream.read())]
             for table in parts:
                 if self.row_key:
                     table = table.append_column(ROW_KEY, row_keys_array(path, offset, table.num_rows))
                 offset += table.num_rows
                 yield table
+
+
+def _read_json(data: bytes):
+    """A table from newline-delimited JSON, or from one JSON array of records (as Ray's reader
+    accepts both)."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.json as pjson
+
+    try:
+        return pjson.read_json(io.BytesIO(data))
+    except pa.ArrowInvalid:
+        return pa.Table.from_pandas(pd.read_json(io.BytesIO(data), orient="records"), preserve_index=False)
