@@ -20,6 +20,14 @@ from rich.console import Console
 COMPLETED, STOPPED, ERROR = "completed", "stopped by scheduler", "error"
 
 
+def trial_value(result: dict, metric: str) -> Optional[float]:
+    """A tuning trial's value of ``metric``: its best epoch's (``best_<metric>``, the epoch the
+    run keeps), else the last reported; returns None when the result has neither. The one
+    definition of "best" that the console, the leaderboard and the choice of the best trial use."""
+    value = result.get(f"best_{metric}", result.get(metric))
+    return None if value is None or (isinstance(value, float) and value != value) else float(value)
+
+
 class Reporter:
     """Prints stages and events to the terminal (stderr), or nothing when ``quiet``.
 
@@ -91,12 +99,12 @@ class Reporter:
 
     def trial_ended(self, trial: str, status: str, result: dict, params: str = "") -> None:
         """Print how one tuning trial ended (``COMPLETED``, ``STOPPED`` or ``ERROR``) and the best
-        so far; returns None. Best means the trial's best-epoch value of the tuned metric
-        (``best_<metric>`` in its last result), the definition the leaderboard ranks by."""
+        so far; returns None. A trial's value is ``trial_value`` of its last result, the value the
+        leaderboard ranks by."""
         self._catch_up()
         with self._lock:
             self.tune_done += 1
-            value = result.get(f"best_{self.tune_metric}") if status != ERROR else None
+            value = trial_value(result, self.tune_metric) if status != ERROR else None
             if value is not None and (self.tune_best is None or (
                     value < self.tune_best if self.tune_mode == "min" else value > self.tune_best)):
                 self.tune_best = value
