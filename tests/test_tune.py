@@ -5,6 +5,7 @@ import re
 
 import pandas as pd
 import torch
+import yaml
 
 from conftest import write_job
 from dlmine_ray.cli import main
@@ -31,6 +32,13 @@ def test_tuned_run_keeps_the_best_trial(tmp_path, ray_local, table_dir):
     hist = json.loads((out / "history.json").read_text())
     assert min(h["val_loss"] for h in hist) == board.loc[0, "val_loss"]
     assert "Tuning leaderboard" in (out / "report.html").read_text()
+    # job.yaml is the saved model's job; job_base.yaml the job as given, with its search space
+    job_doc = yaml.safe_load((out / "job.yaml").read_text())
+    assert job_doc["tune"] is None and job_doc["model"]["hidden"] == best_hidden
+    assert job_doc["train"]["lr"] == board.loc[0, "train.lr"]
+    base_doc = yaml.safe_load((out / "job_base.yaml").read_text())
+    assert base_doc["tune"]["space"]["model.hidden"] == [[8], [32, 16]] and base_doc["model"]["hidden"] == [16]
+    assert f"model mlp {best_hidden}" in (out / "report.html").read_text()
 
 
 def test_trial_status_says_who_ended_a_trial(tmp_path, capsys, ray_local, table_dir):
