@@ -89,7 +89,8 @@ def _scheduler(spec: JobSpec, stopped: set):
     class RecordingASHA(ASHAScheduler):
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
-            if decision == TrialScheduler.STOP:
+            # a STOP at max_t (all the epochs run) ends nothing early
+            if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
                 stopped.add(trial.trial_id)
             return decision
 
