@@ -28,7 +28,8 @@ from dlmine_ray.tasks import get_task
 
 @dataclass
 class RunResult:
-    """What a run produced: its folder, flat metrics, and (for tuned runs) the leaderboard."""
+    """What a run produced: its folder, flat metrics, the job of the model it saved (``spec``:
+    after tuning, the best trial's job, with ``tune`` None), and for tuned runs the leaderboard."""
 
     output: Path
     metrics: dict[str, Any]
@@ -204,10 +205,17 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
             from dlmine_ray.tune.search import trial_spec
 
             best_spec = trial_spec({**spec.model_dump(), "tune": None}, tuned.best_params)
+    # what the run writes (job.yaml, the report, RunResult.spec) describes the model it saves:
+    # after tuning, the best trial's full job; the job as given, with its search space, is
+    # written beside it as job_base.yaml
+    run_spec = spec
     if spec.tune is not None:
-        rep.info(f"best trial: {tuned.metric}={leaderboard.iloc[0][tuned.metric]:.4g} with {tuned.best_params}")
+        top = leaderboard.iloc[0]
+        rep.info(f"best trial: {top['trial']} ({top['status']}, {top['epochs']} epochs) "
+                 f"best {tuned.metric}={top[tuned.metric]:.4g} with {tuned.best_params}")
+        run_spec = best_spec
     train_seconds = time.perf_counter() - t0
-    model_spec = (best_spec if spec.tune is not None else spec).model.model_dump()
+    model_spec = run_spec.model.model_dump()
 
     rep.stage("scoring", "test split, batch inference on Ray Data")
     model_dir = folder.path("model")
@@ -244,16 +252,18 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
     write_parquet_batches(folder.path("predictions.parquet"), [_arrow(pred)])
     write_json(folder.path("metrics.json"), metrics)
-    (folder.path("job.yaml")).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    (folder.path("job.yaml")).write_text(yaml.safe_dump(run_spec.model_dump(), sort_keys=False))
+    if spec.tune is not None:
+        folder.path("job_base.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
     write_json(folder.path("history.json"), outcome.history)
     if leaderboard is not None:
         write_parquet_batches(folder.path("leaderboard.parquet"), [_arrow(leaderboard)])
     from dlmine_ray.report.html import write_report
 
-    write_report(folder.path("report.html"), spec=spec, profile=profile.summary(d.target), history=outcome.history,
+    write_report(folder.path("report.html"), spec=run_spec, profile=profile.summary(d.target), history=outcome.history,
                  metrics=metrics, predictions=pred, info=prep.target_info_, leaderboard=leaderboard,
-                 feature_names=prep.feature_names)
-    return RunResult(folder.final, metrics, spec, leaderboard, timings)
+                 feature_names=prep.feature_names, base_spec=spec if spec.tune is not None else None)
+    return RunResult(folder.final, metrics, run_spec, leaderboard, timings)
 
 
 def _arrow(df: pd.DataFrame):

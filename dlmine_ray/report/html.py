@@ -190,12 +190,17 @@ def metrics_html(metrics: dict, baseline_name: str) -> str:
 
 
 def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: dict, predictions: pd.DataFrame,
-                 info: dict, leaderboard: Optional[pd.DataFrame] = None, feature_names: Optional[list] = None) -> None:
-    """Write the run's report page (atomically) to ``path``."""
+                 info: dict, leaderboard: Optional[pd.DataFrame] = None, feature_names: Optional[list] = None,
+                 base_spec=None) -> None:
+    """Write the run's report page (atomically) to ``path``; returns None.
+
+    ``spec`` is the job of the saved model (after tuning, the best trial's); ``base_spec`` the
+    tuned job as given, whose search space the leaderboard section shows."""
     target = spec.data.target
+    tuned = f" · the best of {len(leaderboard)} tuning trials" if leaderboard is not None else ""
     parts = [f"<h1>{html.escape(spec.name)}</h1>",
              f'<p class="muted">task <b>{spec.task}</b> · target <b>{html.escape(target)}</b> · '
-             f'{profile["rows"]:,} rows · model {spec.model.kind} {spec.model.hidden}</p>']
+             f'{profile["rows"]:,} rows · model {spec.model.kind} {spec.model.hidden}{tuned}</p>']
 
     parts.append("<h2>Metrics on the test split</h2>")
     parts.append(metrics_html(metrics, "HistGradientBoosting"))
@@ -215,6 +220,12 @@ def write_report(path: Path, spec, profile: dict, history: list[dict], metrics: 
     if leaderboard is not None:
         parts.append("<h2>Tuning leaderboard</h2>")
         parts.append(_table(leaderboard, left=("trial", "status")))
+        parts.append('<p class="muted">status: <b>completed</b> (the trial ran its epochs or stopped early by '
+                     'itself), <b>stopped by scheduler</b> (the scheduler ended it), <b>error</b>. The saved model is '
+                     'the rank 1 trial; the Job below is its job (job.yaml); the job as given is job_base.yaml.</p>')
+        if base_spec is not None and base_spec.tune is not None:
+            parts.append("<h3>Search space</h3>"
+                         f"<pre>{html.escape(yaml.safe_dump(base_spec.tune.model_dump(), sort_keys=False))}</pre>")
 
     parts.append("<h2>Data profile</h2>")
     parts.append(f'<p>{profile["rows"]:,} rows × {profile["n_columns"]} columns; split train/valid/test = '

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from dlmine_ray.progress import COMPLETED, ERROR, STOPPED, trial_value
 from dlmine_ray.spec import JobSpec, monitor_for, spec_from_dict
 from dlmine_ray.train.loop import TuneEnv, run_loop
 from dlmine_ray.train.trainer import TrainOutcome, fit_with_ray_train, loop_config, read_checkpoint
@@ -73,6 +73,66 @@ def _trial_trainer(config, datasets=None, base=None, layout=None, progress=None,
                            callbacks=[TuneReportCallback()])
 
 
+def _scheduler(spec: JobSpec, stopped: set):
+    """The trial scheduler of ``spec.tune``; every trial it stops is added to ``stopped``.
+
+    Tune marks a trial's last result ``done`` and its status TERMINATED both when the trial ended
+    itself and when a scheduler stopped it; only the scheduler's own decision tells them apart.
+    A trial that ends itself (its last epoch, or our early stopping) reports ``done`` and Tune
+    stops it before asking the scheduler, so a STOP from the scheduler is always its own."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    ts = spec.tune
+    if ts.scheduler != "asha":
+        return FIFOScheduler()
+
+    class RecordingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            # a STOP at max_t (all the epochs run) ends nothing early
+            if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
+                stopped.add(trial.trial_id)
+            return decision
+
+    return RecordingASHA(max_t=spec.train.epochs, grace_period=min(ts.grace_period, spec.train.epochs),
+                         reduction_factor=3)
+
+
+def _params_text(config: dict) -> str:
+    def show(v):
+        return json.dumps(v) if isinstance(v, (list, dict)) else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return " ".join(f"{k}={show(v)}" for k, v in decode_params(config or {}).items())
+
+
+def _trial_ends(stopped: set, ends: dict, reporter):
+    """A Tune callback that records each trial's end in ``ends`` (trial id -> COMPLETED,
+    STOPPED or ERROR) and tells ``reporter`` as it happens (on the driver, in Tune's loop)."""
+    from ray.tune import Callback
+
+    class TrialEnds(Callback):
+        def __init__(self, reporter):
+            self.reporter = reporter
+
+        def __getstate__(self):
+            # Tune pickles its run config (callbacks included) for a later restore; a reporter
+            # (a console and its lock) cannot travel and means nothing there
+            return {**self.__dict__, "reporter": None}
+
+        def _end(self, trial, status):
+            ends[trial.trial_id] = status
+            if self.reporter is not None:
+                self.reporter.trial_ended(trial.trial_id, status, trial.last_result or {}, _params_text(trial.config))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._end(trial, STOPPED if trial.trial_id in stopped else COMPLETED)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._end(trial, ERROR)
+
+    return TrialEnds(reporter)
+
+
 @dataclass
 class TuneOutcome:
     """The best trial's training outcome and the leaderboard of all trials."""
@@ -86,9 +146,12 @@ class TuneOutcome:
 
 def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress, cluster_cpus: float,
              keep_in: str, reporter=None) -> TuneOutcome:
-    """Run the trials of ``spec.tune``; return the best model and the leaderboard."""
+    """Run the trials of ``spec.tune``; return a TuneOutcome: the best trial's model, and the
+    leaderboard of every trial with its status (COMPLETED, STOPPED by the scheduler, or ERROR).
+
+    The best trial is the one with the best ``best_<metric>`` (its best epoch's value of the tuned
+    metric), the value the console's "best so far" and the leaderboard's metric column show."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     ts = spec.tune
     metric, mode = monitor_for(spec)
@@ -109,9 +172,9 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
                                          progress=progress, cpus=wcpus * per_trial_workers, storage=storage)
         resources = {"CPU": 0.01}  # the trial only waits; its TorchTrainer workers hold the CPUs
         slots = max(1, int(cluster_cpus // (wcpus * per_trial_workers)))
-    scheduler = (ASHAScheduler(max_t=spec.train.epochs, grace_period=min(ts.grace_period, spec.train.epochs),
-                               reduction_factor=3)
-                 if ts.scheduler == "asha" else FIFOScheduler())
+    stopped: set = set()
+    ends: dict = {}
+    scheduler = _scheduler(spec, stopped)
     search_alg = None
     if ts.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -123,7 +186,8 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, scheduler=scheduler,
                                     search_alg=search_alg, max_concurrent_trials=ts.max_concurrent or slots),
         run_config=tune.RunConfig(name=f"{spec.name}-tune-{uuid.uuid4().hex[:8]}", storage_path=storage,
-                                  verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  callbacks=[_trial_ends(stopped, ends, reporter)]),
     )
     verbose = getattr(reporter, "verbose", False)
     # Tune prints its own experiment box and tables to stdout; our reporter already shows trials.
@@ -133,10 +197,11 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
     for i, res in enumerate(grid):
         m = res.metrics or {}
         df = res.metrics_dataframe if res.metrics_dataframe is not None else pd.DataFrame()
-        value = m.get(f"best_{metric}", m.get(metric))
-        status = "error" if res.error else ("completed" if m.get("done") else "stopped early")
+        value = trial_value(m, metric)
+        trial_id = m.get("trial_id", f"trial_{i}")
+        status = ERROR if res.error else ends.get(trial_id, STOPPED if trial_id in stopped else COMPLETED)
         params = decode_params({k: v for k, v in (res.config or {}).items()})
-        row = {"trial": m.get("trial_id", f"trial_{i}"), "status": status,
+        row = {"trial": trial_id, "status": status,
                "epochs": int(m.get("epoch", 0) or 0), metric: value,
                "seconds": float(m.get("time_total_s", float("nan")) or float("nan"))}
         for k in ("val_loss", "val_accuracy", "val_rmse"):
@@ -145,7 +210,7 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         for k, v in params.items():
             row[k] = json.dumps(v) if isinstance(v, (list, dict)) else v
         rows.append(row)
-        ok = res.error is None and value is not None and not (isinstance(value, float) and math.isnan(value))
+        ok = res.error is None and value is not None
         if ok and (best_value is None or (value < best_value if mode == "min" else value > best_value)):
             best_value, best_row = value, (res, df, params)
     if best_row is None:
