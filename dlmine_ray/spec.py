@@ -21,6 +21,11 @@ TASKS = ("classify", "regress", "cluster", "detect", "rules")
 SUPERVISED = ("classify", "regress")
 
 
+#: the columns a task writes next to the kept id and labels columns
+_RESULT_COLUMNS = {"cluster": ("cluster", "confidence", "map_x", "map_y"),
+                   "detect": ("score", "flag", "rank", "top_features")}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -303,6 +308,11 @@ class JobSpec(_Strict):
                 raise ValueError("data.items and data.transaction are for the rules task")
             if d.labels is not None and (d.labels in d.ignore or d.labels == d.id):
                 raise ValueError(f"data.labels '{d.labels}' is also data.id or listed in data.ignore")
+            taken = _RESULT_COLUMNS.get(self.task, ())
+            for field, col in (("labels", d.labels), ("id", d.id)):
+                if col in taken:
+                    raise ValueError(f"data.{field} '{col}' has the name of a result column of task {self.task} "
+                                     f"({', '.join(taken)}); rename it in the data")
             if self.tune is not None:
                 raise ValueError(f"tune: model selection is not supported for task {self.task} yet")
         if d.target is not None and d.target in d.ignore:

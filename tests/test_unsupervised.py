@@ -221,6 +221,11 @@ def test_contamination_out_of_range(tmp_path, capsys, value):
     _fails(tmp_path, capsys, job, "invalid job field 'detect.contamination'")
 
 
+def test_labels_named_like_a_result_column_are_refused(tmp_path, capsys):
+    job = _detect_job(tmp_path, tmp_path / "x.csv", data={"path": "x.csv", "target": None, "labels": "flag"})
+    _fails(tmp_path, capsys, job, "data.labels 'flag' has the name of a result column of task detect")
+
+
 def test_target_is_rejected_for_cluster(tmp_path, capsys):
     job = _cluster_job(tmp_path, tmp_path / "x.csv", data={"path": "x.csv", "target": "group"})
     _fails(tmp_path, capsys, job, "task cluster learns without a target")
