@@ -218,8 +218,8 @@ def bench_data_ours(folder: str, spec) -> dict:
     task = get_task(spec.task)
     d = spec.data
     t0 = time.perf_counter()
-    ds = read_dataset(d.path, d.format)
-    profile = profile_dataset(ds, d.target, task.target_kind == "categorical", d.id,
+    ds = read_dataset(d.path, d.format, row_key=d.split_key is None, na_values=d.na_values)
+    profile = profile_dataset(ds, d.target, task.target_kind == "categorical", d.split_key,
                               d.split.valid, d.split.test, d.split.seed)
     t1 = time.perf_counter()
     drop = {d.target, *d.ignore, *([d.id] if d.id else [])}
@@ -227,14 +227,7 @@ def bench_data_ours(folder: str, spec) -> dict:
     prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)
     ds_split = runner._with_split(ds, spec)
     split_s = {}
-    if hasattr(runner, "_encoded_splits"):  # one encode pass, splits cut from the object store
-        splits = runner._encoded_splits(ds_split, prep, d.split.valid > 0)
-    else:  # older runner: one pass over the files per split
-        splits = {}
-        for name, code in (("train", 0), ("test", 2), ("valid", 1)):
-            ts = time.perf_counter()
-            splits[name] = runner._encoded_split(ds_split, prep, code)
-            split_s[name] = time.perf_counter() - ts
+    splits = runner._encoded_splits(ds_split, prep, d.split.valid > 0, d.id)  # one encode pass
     t2 = time.perf_counter()
     layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": "valid" in splits}
     return {"rows": profile.n_rows, "rows_split": list(profile.rows), "read_profile_s": t1 - t0,
