@@ -23,11 +23,9 @@ _MAX_DISTINCT = 20_000  # per block; categorical columns wider than this are not
 def split_codes(keys: np.ndarray, valid: float, test: float, seed: int) -> np.ndarray:
     """Split codes (0 train, 1 valid, 2 test) from uint64 row keys, mixed with ``seed``: the same
     key gives the same split on every run, whatever the block order or number of workers."""
-    with np.errstate(over="ignore"):
-        x = keys.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
+    from dlmine_ray.data.read import splitmix64
+
+    x = splitmix64(keys.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64))
     u = (x >> np.uint64(11)).astype(np.float64) / float(2**53)
     return np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype(np.int8)
 

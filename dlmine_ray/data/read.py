@@ -132,13 +132,19 @@ def row_keys(source: str, start: int, n: int):
 
     seed = np.uint64(int.from_bytes(hashlib.md5(source.encode("utf-8")).digest()[:8], "little"))
     with np.errstate(over="ignore"):
-        x = seed + np.arange(start, start + n, dtype=np.uint64)
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
+        return splitmix64(seed + np.arange(start, start + n, dtype=np.uint64))
+
+
+def splitmix64(x):
+    """The splitmix64 finaliser of a uint64 array (a bijection that spreads nearby keys)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
 
 
 def row_keys_array(source: str, start: int, n: int):
