@@ -73,7 +73,8 @@ def test_zipf_baskets_match_mlxtend(tmp_path, ray_local, min_support, max_len):
     import pyarrow.parquet as pq
 
     pq.write_table(table, tmp_path / "b.parquet")
-    out = _run(tmp_path, tmp_path / "b.parquet", min_support=min_support, max_len=max_len, min_confidence=0.3)
+    out = _run(tmp_path, tmp_path / "b.parquet", min_support=min_support, max_len=max_len, min_confidence=0.3,
+               min_lift=0.0, max_rules=None)  # every rule, as mlxtend gives them
     ours = _ours(out)
     baskets = [sorted(set(b)) for b in table.column("items").to_pylist()]
     assert ours == _oracle(baskets, min_support, max_len) and len(ours) > 20
