@@ -68,16 +68,22 @@ def _exact_rules(tree, n: int, r, rep) -> tuple[dict, int]:
 
     kept = {k: np.zeros(0, np.float64 if k == "lift" else np.int64) for k in ("node", "mask", "a", "c", "count",
                                                                               "lift")}
-    found, last = 0, time.perf_counter()
+    found, last, parts = 0, time.perf_counter(), []
     for done, (nodes, masks, a, c) in tree.rule_chunks(n, r.min_confidence, r.min_lift):
         count = tree.count[nodes]
         chunk = {"node": nodes, "mask": masks, "a": a, "c": c, "count": count,
                  "lift": rule_measures(count, a, c, n)["lift"]}
         found += len(nodes)
-        kept = best_rules({k: np.concatenate([kept[k], chunk[k]]) for k in kept}, r.max_rules)
+        if r.max_rules is None:  # all are kept: joined once at the end, not at every chunk
+            parts.append(chunk)
+        else:
+            kept = best_rules({k: np.concatenate([kept[k], chunk[k]]) for k in kept}, r.max_rules)
         if time.perf_counter() - last > 30:  # a long generation says where it is
             rep.info(f"rules: {done:,} of {len(tree):,} itemsets done, {found:,} rules so far")
             last = time.perf_counter()
+    if parts:
+        kept = {k: np.concatenate([p[k] for p in parts]) for k in kept}
+        del parts
     order = sort_rules(kept)
     return {k: v[order] for k, v in kept.items()}, found
 
@@ -91,11 +97,17 @@ def _decoded(tree, rules: dict, rows: np.ndarray) -> pd.DataFrame:
                          "lift": rules["lift"][rows]})
 
 
+def _sample(n: int) -> np.ndarray:
+    """The positions of at most ``POINTS`` of ``n`` rules (a seeded random sample, in order) for
+    the report's plot."""
+    if n <= POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, POINTS, replace=False))
+
+
 def _points(support, confidence, lift) -> pd.DataFrame:
-    """At most ``POINTS`` rules' (support, confidence, lift), a seeded random sample, for the plot."""
-    pick = np.arange(len(lift))
-    if len(pick) > POINTS:
-        pick = np.sort(np.random.default_rng(0).choice(len(pick), POINTS, replace=False))
+    """At most ``POINTS`` rules' (support, confidence, lift) (``_sample``), for the plot."""
+    pick = _sample(len(lift))
     return pd.DataFrame({"support": np.asarray(support)[pick], "confidence": np.asarray(confidence)[pick],
                          "lift": np.asarray(lift)[pick]})
 
@@ -177,8 +189,9 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
                                for lo in range(0, max(len(kept["lift"]), 1), RULE_CHUNK)))
         written += time.perf_counter() - tw
         top = _compact_table(tree, kept, 0, r.top, names_pa, n).to_pandas()
-        m = rule_measures(kept["count"], kept["a"], kept["c"], n)
-        points = _points(m["support"], m["confidence"], m["lift"])
+        pick = _sample(len(kept["lift"]))  # measures only for the plotted rules
+        m = rule_measures(kept["count"][pick], kept["a"][pick], kept["c"][pick], n)
+        points = pd.DataFrame({k: m[k] for k in ("support", "confidence", "lift")})
         if r.miner == "both":  # the rules the neural miner can find: one consequent, a short antecedent
             size = tree.depth[kept["node"]].astype(np.int64)
             n_ant = np.bitwise_count(kept["mask"]).astype(np.int64)

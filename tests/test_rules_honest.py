@@ -57,7 +57,7 @@ def test_dense_rules_match_mlxtend_and_max_rules_keeps_the_best(tmp_path, ray_lo
 
     # mlxtend's rules filtered the same way: confidence >= 0.5 and lift > 1 (from the counts, exactly)
     rules = association_rules(fi, num_itemsets=n, metric="confidence", min_threshold=0.5)
-    count = {s: c for s, c in theirs_sets.items()}
+    count = theirs_sets
     real = [(a, c, t) for a, c, t in zip(rules["antecedents"], rules["consequents"], rules.itertuples())
             if count[a | c] * n > count[a] * count[c]]
     assert 0 < len(real) < len(rules)  # the lift filter drops some of them
