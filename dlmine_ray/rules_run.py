@@ -173,7 +173,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
                  "can take long with millions of itemsets: lower rules.max_len, or set rules.max_rules to bound "
                  "what is kept)")
         rep.stage("rules", f"min_confidence {r.min_confidence}, lift above {r.min_lift}, at most "
-                           f"{r.max_rules if r.max_rules is not None else 'all'} kept")
+                           f"{f'{r.max_rules:,}' if r.max_rules is not None else 'all'} kept")
         kept, found = _exact_rules(tree, n, r, rep)
         truncated = r.max_rules is not None and found > r.max_rules
         metrics.update({"n_itemsets": int(len(tree)), "n_rules": int(len(kept["lift"])), "n_rules_found": int(found),
@@ -217,6 +217,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
         nr = neural["rules"]
         nr = nr[nr["lift"] > r.min_lift]
         neural_found = len(nr)
+        rep.info(f"{neural_found:,} of them with lift > {r.min_lift} (rules.min_lift)")
         neural_tab = _rules_table(nr, names)
         if r.max_rules is not None and len(neural_tab) > r.max_rules:
             neural_tab = neural_tab.slice(0, r.max_rules)
