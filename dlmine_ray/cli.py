@@ -168,6 +168,10 @@ def main(argv=None) -> int:
                             args.categorical, args.overwrite, args.items, args.avg_items)
             what = f"{args.items} items" if args.kind == "baskets" else f"{args.features} features"
             print(f"wrote {args.rows:,} rows x {what} in {min(args.shards, args.rows)} shard(s) to {out}")
+            if args.kind == "baskets":  # say what was planted, so that a user can check the rules found
+                from dlmine_ray.data.synthetic import planted_description
+
+                print(planted_description(args.items, args.seed))
         return 0
     except DlmineError as err:
         print(f"error: {err}", file=sys.stderr)

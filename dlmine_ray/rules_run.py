@@ -6,30 +6,51 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
 
-from dlmine_ray.data.transactions import count_items, mine_frequent, transactions
-from dlmine_ray.mining.itemsets import association_rules, min_count_for, rule_table
+from dlmine_ray.data.transactions import count_items, mine_tree, transactions
+from dlmine_ray.mining.itemsets import min_count_for, rule_measures, rule_table
 from dlmine_ray.mining.local import compile_all
 from dlmine_ray.outputs import write_json, write_parquet_batches
 
 _LIST = pa.list_(pa.string())
+ITEMSET_CHUNK = 500_000  # itemsets decoded and written at a time
+RULE_CHUNK = 200_000  # rules decoded and written at a time
+POINTS = 20_000  # rules drawn for the report's support-confidence plot
 
 
-def _itemset_table(itemsets: dict[tuple, int], names: np.ndarray, n: int) -> pa.Table:
-    keys = sorted(itemsets, key=lambda k: (-itemsets[k], len(k), k))
-    counts = np.asarray([itemsets[k] for k in keys], dtype=np.int64)
-    return pa.table({"itemset": pa.array([names[list(k)].tolist() for k in keys], type=_LIST),
-                     "size": pa.array([len(k) for k in keys], type=pa.int32()),
-                     "count": counts, "support": counts / max(n, 1)})
+def _lists(offsets: np.ndarray, ranks: np.ndarray, names: pa.Array) -> pa.Array:
+    """CSR rank lists as a list<string> Arrow array of item names."""
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), names.take(pa.array(ranks, type=pa.int64())))
+
+
+def _itemset_batches(tree, names: pa.Array, n: int) -> Iterator[pa.Table]:
+    """itemsets.parquet a chunk at a time, by count (descending), then size: only one chunk of
+    itemsets is ever decoded into names."""
+    order = np.lexsort((tree.depth, -tree.count)) if len(tree) else np.zeros(0, np.int64)
+    for lo in range(0, max(len(order), 1), ITEMSET_CHUNK):
+        nodes = order[lo:lo + ITEMSET_CHUNK]
+        offs, ranks = tree.decode_itemsets(nodes)
+        counts = tree.count[nodes]
+        yield pa.table({"itemset": _lists(offs, ranks, names), "size": pa.array(np.diff(offs), type=pa.int32()),
+                        "count": counts, "support": counts / max(n, 1)})
+
+
+def _compact_table(tree, rules: dict, lo: int, hi: int, names: pa.Array, n: int) -> pa.Table:
+    """Rows ``lo:hi`` of compact rules (``_exact_rules``) as rules.parquet rows."""
+    a_offs, a_ranks, c_offs, c_ranks = tree.decode_rules(rules["node"][lo:hi], rules["mask"][lo:hi])
+    m = rule_measures(rules["count"][lo:hi], rules["a"][lo:hi], rules["c"][lo:hi], n)
+    return pa.table({"antecedent": _lists(a_offs, a_ranks, names), "consequent": _lists(c_offs, c_ranks, names),
+                     **m, "count": rules["count"][lo:hi].astype(np.int64)})
 
 
 def _rules_table(rules: pd.DataFrame, names: np.ndarray) -> pa.Table:
+    """A (small) DataFrame of rules with rank tuples as rules.parquet rows, by lift."""
     rules = rules.sort_values(["lift", "confidence", "support"], ascending=False, kind="stable")
     return pa.table({"antecedent": pa.array([names[list(a)].tolist() for a in rules["antecedent"]], type=_LIST),
                      "consequent": pa.array([names[list(c)].tolist() for c in rules["consequent"]], type=_LIST),
@@ -38,22 +59,88 @@ def _rules_table(rules: pd.DataFrame, names: np.ndarray) -> pa.Table:
                      "count": rules["count"].to_numpy(np.int64)})
 
 
+def _exact_rules(tree, n: int, r, rep) -> tuple[dict, int]:
+    """Every rule of the tree's itemsets that meets min_confidence and has a lift above
+    min_lift, generated a chunk at a time; only the best ``max_rules`` by lift are kept, as
+    compact arrays {"node", "mask", "a", "c", "count", "lift"} sorted by lift (descending).
+    Returns (the kept rules, how many rules met the thresholds)."""
+    from dlmine_ray.mining.tree import best_rules, sort_rules
+
+    kept = {k: np.zeros(0, np.float64 if k == "lift" else np.int64) for k in ("node", "mask", "a", "c", "count",
+                                                                              "lift")}
+    found, last, parts = 0, time.perf_counter(), []
+    for done, (nodes, masks, a, c) in tree.rule_chunks(n, r.min_confidence, r.min_lift):
+        count = tree.count[nodes]
+        chunk = {"node": nodes, "mask": masks, "a": a, "c": c, "count": count,
+                 "lift": rule_measures(count, a, c, n)["lift"]}
+        found += len(nodes)
+        if r.max_rules is None:  # all are kept: joined once at the end, not at every chunk
+            parts.append(chunk)
+        else:
+            kept = best_rules({k: np.concatenate([kept[k], chunk[k]]) for k in kept}, r.max_rules)
+        if time.perf_counter() - last > 30:  # a long generation says where it is
+            rep.info(f"rules: {done:,} of {len(tree):,} itemsets done, {found:,} rules so far")
+            last = time.perf_counter()
+    if parts:
+        kept = {k: np.concatenate([p[k] for p in parts]) for k in kept}
+        del parts
+    order = sort_rules(kept)
+    return {k: v[order] for k, v in kept.items()}, found
+
+
+def _decoded(tree, rules: dict, rows: np.ndarray) -> pd.DataFrame:
+    """Some compact rules with their antecedents and consequents as rank tuples."""
+    a_offs, a_ranks, c_offs, c_ranks = tree.decode_rules(rules["node"][rows], rules["mask"][rows])
+    a_l, c_l = a_ranks.tolist(), c_ranks.tolist()
+    return pd.DataFrame({"antecedent": [tuple(a_l[a_offs[i]:a_offs[i + 1]]) for i in range(len(rows))],
+                         "consequent": [tuple(c_l[c_offs[i]:c_offs[i + 1]]) for i in range(len(rows))],
+                         "lift": rules["lift"][rows]})
+
+
+def _sample(n: int) -> np.ndarray:
+    """The positions of at most ``POINTS`` of ``n`` rules (a seeded random sample, in order) for
+    the report's plot."""
+    if n <= POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, POINTS, replace=False))
+
+
+def _points(support, confidence, lift) -> pd.DataFrame:
+    """At most ``POINTS`` rules' (support, confidence, lift) (``_sample``), for the plot."""
+    pick = _sample(len(lift))
+    return pd.DataFrame({"support": np.asarray(support)[pick], "confidence": np.asarray(confidence)[pick],
+                         "lift": np.asarray(lift)[pick]})
+
+
+def _cut_message(found: int, kept: int, r) -> str:
+    return (f"rules.max_rules cut the output: kept the {kept:,} rules of highest lift of {found:,} that meet "
+            f"min_confidence {r.min_confidence} and min_lift {r.min_lift}; raise rules.max_rules (null: all) or "
+            "raise min_confidence / min_lift")
+
+
 def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storage: str = "",
               local_storage: str = ""):
     """Mine a rules job's data; write its outputs into ``folder``; return the RunResult."""
+    from dlmine_ray.report.rules import write_rules_report
     from dlmine_ray.runner import RunResult
 
     r = spec.rules
-    rep.stage("reading transactions", _shape(spec))
-    tx = transactions(ds, spec).materialize()
-    rep.stage("counting items", "one Ray Data pass")
-    t0 = time.perf_counter()
-    # the local miner is compiled with numba: compile it (first run after an install) or load it
-    # from numba's cache here, while the workers count, so that the mining tasks find it cached
+    # the miner is compiled with numba: compile it (first run after an install) or load it from
+    # numba's cache while Ray Data reads, and wait for it before the clock starts, so that no
+    # miner's seconds hold the one-off compile (it is reported apart, compile_seconds); the
+    # workers then load the compiled code from the cache
     compiled: list[float] = []
     warm = threading.Thread(target=lambda: compiled.append(compile_all()), daemon=True)
-    if r.miner in ("exact", "both"):
-        warm.start()
+    warm.start()
+    rep.stage("reading transactions", _shape(spec))
+    tx = transactions(ds, spec).materialize()
+    warm.join()
+    compile_seconds = compiled[0] if compiled else float("nan")
+    if compile_seconds > 2:
+        rep.info(f"compiled the local miner (once after an install; numba caches it): {compile_seconds:.0f}s, "
+                 "not counted in the miners' seconds")
+    rep.stage("counting items", "one Ray Data pass")
+    t0 = time.perf_counter()
     n, counts, encoded = count_items(tx)
     if n == 0:
         from dlmine_ray.errors import DlmineError
@@ -62,63 +149,107 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     min_count = min_count_for(r.min_support, n)
     frequent = sorted((item for item, c in counts.items() if c >= min_count), key=lambda i: (-counts[i], i))
     names = np.asarray(frequent, dtype=object)
+    names_pa = pa.array(frequent, type=pa.string())
     rep.info(f"{n:,} transactions, {len(counts):,} distinct items, {len(frequent):,} frequent "
              f"(min_support {r.min_support} = {min_count:,} transactions)")
     groups = r.groups or max(1, int(cluster_cpus))
-    itemsets: dict[tuple, int] = {}
-    if warm.ident is not None:  # started
-        warm.join()
-        if compiled and compiled[0] > 2:
-            rep.info(f"compiled the local miner (once after an install; numba caches it): {compiled[0]:.0f}s")
+    metrics: dict[str, Any] = {"task": "rules", "n_transactions": int(n), "n_items": int(len(counts)),
+                               "n_frequent_items": int(len(frequent)), "n_itemsets": 0, "n_rules": 0,
+                               "n_rules_found": 0, "rules_truncated": False, "min_count": int(min_count),
+                               "min_lift": float(r.min_lift), "max_rules": r.max_rules,
+                               "compile_seconds": round(compile_seconds, 3), "groups": int(groups)}
+    written = 0.0  # seconds spent writing itemsets and rules, not mining
+    top = pd.DataFrame()
+    points = _points([], [], [])
+    exact_form = pd.DataFrame({"antecedent": [], "consequent": [], "lift": []})
     if frequent and r.miner in ("exact", "both"):
         rep.stage("mining", f"parallel FP-Growth, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len
                                                                              else ""))
-        itemsets = mine_frequent(encoded, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
+        tree = mine_tree(encoded, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
+        tw = time.perf_counter()
+        write_parquet_batches(folder.path("itemsets.parquet"), _itemset_batches(tree, names_pa, n))
+        written += time.perf_counter() - tw
+        rep.info(f"{len(tree):,} frequent itemsets found (up to {tree.max_size()} items); generating rules (this "
+                 "can take long with millions of itemsets: lower rules.max_len, or set rules.max_rules to bound "
+                 "what is kept)")
+        rep.stage("rules", f"min_confidence {r.min_confidence}, lift above {r.min_lift}, at most "
+                           f"{f'{r.max_rules:,}' if r.max_rules is not None else 'all'} kept")
+        kept, found = _exact_rules(tree, n, r, rep)
+        truncated = r.max_rules is not None and found > r.max_rules
+        metrics.update({"n_itemsets": int(len(tree)), "n_rules": int(len(kept["lift"])), "n_rules_found": int(found),
+                        "rules_truncated": bool(truncated)})
+        rep.info(f"{found:,} rules with confidence >= {r.min_confidence} and lift > {r.min_lift}")
+        if truncated:
+            metrics["rules_message"] = _cut_message(found, len(kept["lift"]), r)
+            rep.info(metrics["rules_message"])
+        tw = time.perf_counter()
+        # rules.parquet: the exact rules (with miner both, the neural ones go beside them)
+        write_parquet_batches(folder.path("rules.parquet"),
+                              (_compact_table(tree, kept, lo, lo + RULE_CHUNK, names_pa, n)
+                               for lo in range(0, max(len(kept["lift"]), 1), RULE_CHUNK)))
+        written += time.perf_counter() - tw
+        top = _compact_table(tree, kept, 0, r.top, names_pa, n).to_pandas()
+        pick = _sample(len(kept["lift"]))  # measures only for the plotted rules
+        m = rule_measures(kept["count"][pick], kept["a"][pick], kept["c"][pick], n)
+        points = pd.DataFrame({k: m[k] for k in ("support", "confidence", "lift")})
+        if r.miner == "both":  # the rules the neural miner can find: one consequent, a short antecedent
+            size = tree.depth[kept["node"]].astype(np.int64)
+            n_ant = np.bitwise_count(kept["mask"]).astype(np.int64)
+            form = np.flatnonzero((size - n_ant == 1) & (n_ant <= r.neural_antecedent) & (kept["lift"] > 1.0))
+            exact_form = _decoded(tree, kept, form[:r.top])
+        del tree, kept
     elif not frequent:
+        metrics["message"] = f"no item reaches min_support {r.min_support} ({min_count} transactions)"
         rep.info(f"no item reaches min_support {r.min_support} ({min_count:,} of {n:,} transactions): "
                  "no itemsets and no rules; lower rules.min_support")
-    rules = association_rules(itemsets, n, r.min_confidence)
-    mining_seconds = time.perf_counter() - t0  # counting + exact mining + rules
-    if r.miner in ("exact", "both"):
-        rep.info(f"{len(itemsets):,} frequent itemsets, {len(rules):,} rules at min_confidence {r.min_confidence}")
+    metrics["mining_seconds"] = round(time.perf_counter() - t0 - written, 3)  # counting + exact mining + rules
+    if not (frequent and r.miner in ("exact", "both")):
+        empty = pa.table({"itemset": pa.array([], type=_LIST), "size": pa.array([], type=pa.int32()),
+                          "count": pa.array([], type=pa.int64()), "support": pa.array([], type=pa.float64())})
+        write_parquet_batches(folder.path("itemsets.parquet"), [empty])
     neural = None
     if frequent and r.miner in ("neural", "both"):
         neural = _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluster_cpus, storage,
                                local_storage)
-
-    rep.stage("writing", "itemsets, rules, metrics, report")
-    items_tab = _itemset_table(itemsets, names, n)
-    rules_tab = _rules_table(rules, names)
-    metrics: dict[str, Any] = {"task": "rules", "n_transactions": int(n), "n_items": int(len(counts)),
-                               "n_frequent_items": int(len(frequent)), "n_itemsets": int(len(itemsets)),
-                               "n_rules": int(len(rules)), "min_count": int(min_count),
-                               "mining_seconds": round(mining_seconds, 3), "groups": int(groups)}
+    rep.stage("writing", "metrics, report")
+    neural_tab = None
     if neural is not None:
-        metrics.update({"n_rules_neural": int(len(neural["rules"])), "n_candidates_neural": neural["candidates"],
+        nr = neural["rules"]
+        nr = nr[nr["lift"] > r.min_lift]
+        neural_found = len(nr)
+        rep.info(f"{neural_found:,} of them with lift > {r.min_lift} (rules.min_lift)")
+        neural_tab = _rules_table(nr, names)
+        if r.max_rules is not None and len(neural_tab) > r.max_rules:
+            neural_tab = neural_tab.slice(0, r.max_rules)
+        metrics.update({"n_rules_neural": int(len(neural_tab)), "n_candidates_neural": neural["candidates"],
                         "neural_seconds": round(neural["seconds"], 3),
                         "neural_training_transactions": int(neural["trained_on"])})
         if r.miner == "both":
-            metrics["neural_top_recall"] = _top_recall(rules, neural["rules"], r.neural_antecedent, r.top)
-        if r.miner == "neural":  # no itemsets are enumerated: rules.parquet holds the neural rules
-            metrics.update({"mining_seconds": round(neural["seconds"], 3), "n_rules": int(len(neural["rules"]))})
-    if not frequent:
-        metrics["message"] = f"no item reaches min_support {r.min_support} ({min_count} transactions)"
-    metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
-    write_parquet_batches(folder.path("itemsets.parquet"), [items_tab])
-    neural_tab = _rules_table(neural["rules"], names) if neural is not None else None
-    if neural is not None:
-        if r.miner == "neural":
-            rules_tab = neural_tab
-        else:
+            metrics["neural_top_recall"] = _top_recall(exact_form, nr)
+            metrics["neural_top_recall_rules"] = int(len(exact_form))
+            metrics["neural_top_recall_definition"] = (
+                f"the share of the exact miner's {len(exact_form)} rules of highest lift among those that are "
+                f"associations (lift > 1) of the form the neural miner can find (one consequent, at most "
+                f"{r.neural_antecedent} antecedent items) that the neural miner also found (rules.top = {r.top})")
             write_parquet_batches(folder.path("neural_rules.parquet"), [neural_tab])
-    write_parquet_batches(folder.path("rules.parquet"), [rules_tab])
+        else:  # no itemsets are enumerated: rules.parquet holds the neural rules
+            truncated = neural_found > len(neural_tab)
+            metrics.update({"mining_seconds": round(neural["seconds"], 3), "n_rules": int(len(neural_tab)),
+                            "n_rules_found": int(neural_found), "rules_truncated": bool(truncated)})
+            if truncated:
+                metrics["rules_message"] = _cut_message(neural_found, len(neural_tab), r)
+                rep.info(metrics["rules_message"])
+            write_parquet_batches(folder.path("rules.parquet"), [neural_tab])
+            top = neural_tab.slice(0, r.top).to_pandas()
+            points = _points(neural_tab.column("support").to_numpy(), neural_tab.column("confidence").to_numpy(),
+                             neural_tab.column("lift").to_numpy())
+    if not folder.path("rules.parquet").exists():  # no frequent item, or nothing to mine
+        write_parquet_batches(folder.path("rules.parquet"), [_rules_table(rule_table([], [], [], [], [], 1), names)])
+    metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
     write_json(folder.path("metrics.json"), metrics)
     folder.path("job.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    from dlmine_ray.report.rules import write_rules_report
-
-    write_rules_report(folder.path("report.html"), spec, metrics, rules_tab.to_pandas(),
-                       neural_tab.to_pandas() if neural_tab is not None else None)
-    return RunResult(folder.final, metrics, spec, None, {"mining_seconds": mining_seconds})
+    write_rules_report(folder.path("report.html"), spec, metrics, top, points)
+    return RunResult(folder.final, metrics, spec, None, {"mining_seconds": metrics["mining_seconds"]})
 
 
 def _shape(spec) -> str:
@@ -187,12 +318,12 @@ def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluste
     return {"rules": out, "candidates": len(cands), "seconds": time.perf_counter() - t0, "trained_on": trained_on}
 
 
-def _top_recall(exact: pd.DataFrame, neural: pd.DataFrame, max_antecedent: int, top: int) -> float:
-    """The share of the exact miner's ``top`` rules by lift (of the form the neural miner can
-    find: one consequent, at most ``max_antecedent`` antecedent items) that the neural miner found."""
-    form = exact[(exact["consequent"].map(len) == 1) & (exact["antecedent"].map(len) <= max_antecedent)]
-    best = form.sort_values("lift", ascending=False, kind="stable").head(top)
+def _top_recall(best: pd.DataFrame, neural: pd.DataFrame) -> float:
+    """The share of the exact rules ``best`` (rank tuples; chosen by ``run_rules``: the exact
+    miner's ``top`` rules of highest lift that are associations, lift > 1, of the form the neural
+    miner can find) that the neural miner also found; NaN when there is none."""
     if not len(best):
         return float("nan")
-    found = {(tuple(a), tuple(c)) for a, c in zip(neural["antecedent"], neural["consequent"])}
-    return float(np.mean([(tuple(a), tuple(c)) in found for a, c in zip(best["antecedent"], best["consequent"])]))
+    found = {(tuple(sorted(a)), tuple(sorted(c))) for a, c in zip(neural["antecedent"], neural["consequent"])}
+    return float(np.mean([(tuple(sorted(a)), tuple(sorted(c))) in found
+                          for a, c in zip(best["antecedent"], best["consequent"])]))

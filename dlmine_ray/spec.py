@@ -189,6 +189,10 @@ class RulesSpec(_Strict):
                                                              "(an integer >= 1)")
     max_len: Optional[int] = Field(None, ge=1, description="largest itemset; default: no limit")
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    min_lift: float = Field(1.0, ge=0.0, description="keep rules whose lift is above this; a rule whose lift is at "
+                                                     "most 1 is not an association (0: every rule)")
+    max_rules: Optional[int] = Field(1_000_000, ge=1, description="keep at most this many rules, those of highest "
+                                                                  "lift (the run says when it cuts); null: all")
     groups: Optional[int] = Field(None, ge=1, description="item groups mined in parallel; default: the "
                                                          "cluster's CPUs")
     top: int = Field(20, ge=1, description="rules shown in the report")

@@ -73,7 +73,8 @@ def test_zipf_baskets_match_mlxtend(tmp_path, ray_local, min_support, max_len):
     import pyarrow.parquet as pq
 
     pq.write_table(table, tmp_path / "b.parquet")
-    out = _run(tmp_path, tmp_path / "b.parquet", min_support=min_support, max_len=max_len, min_confidence=0.3)
+    out = _run(tmp_path, tmp_path / "b.parquet", min_support=min_support, max_len=max_len, min_confidence=0.3,
+               min_lift=0.0, max_rules=None)  # every rule, as mlxtend gives them
     ours = _ours(out)
     baskets = [sorted(set(b)) for b in table.column("items").to_pylist()]
     assert ours == _oracle(baskets, min_support, max_len) and len(ours) > 20
@@ -202,11 +203,15 @@ def test_neural_miner_reports_only_exactly_recounted_rules(tmp_path, ray_local):
     assert main(["run", str(tmp_path / "job.yaml"), "--output", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_rules_neural"] > 0 and m["neural_top_recall"] >= 0.5, m
+    # the recall is over real associations, and no miner's seconds hold the one-off compile
+    assert "lift > 1" in m["neural_top_recall_definition"] and 0 < m["neural_top_recall_rules"] <= 10
+    assert m["compile_seconds"] >= 0 and "compile" in (out / "report.html").read_text()
     assert 1000 < m["neural_training_transactions"] < 1400 and m["n_transactions"] == 1500  # a sample of ~1,200
     exact = pd.read_parquet(out / "rules.parquet")
     neural = pd.read_parquet(out / "neural_rules.parquet")
     key = lambda a, c: (tuple(sorted(a)), tuple(sorted(c)))  # noqa: E731
     by_key = {key(a, c): row for a, c, row in zip(exact["antecedent"], exact["consequent"], exact.itertuples())}
+    assert (exact["lift"] > 1).all() and (neural["lift"] > 1).all()  # rules.min_lift 1: associations only
     for a, c, row in zip(neural["antecedent"], neural["consequent"], neural.itertuples()):
         assert len(c) == 1 and len(a) <= 2
         e = by_key[key(a, c)]  # every neural rule meets the thresholds, so the exact miner has it

@@ -48,21 +48,53 @@ def make_shard(kind: str, rows: int, features: int, start: int, seed: int, shard
     return pa.table(cols)
 
 
+GROUP_SHARE = 0.4  # of the baskets hold one planted group (an equal share of them each)
+MAX_GROUPS = 10
+
+
+def planted_groups(items: int, seed: int) -> list[list[str]]:
+    """The item groups ``make_baskets`` plants for ``items`` and ``seed``: up to ``MAX_GROUPS``
+    disjoint groups of 2-4 item names, drawn from all but the most popular tenth of the items, so
+    that a group's items are rarely together by chance and its rules have a high lift. Each group
+    is in about ``GROUP_SHARE / len(groups)`` of the baskets (4% with 10 groups)."""
+    fixed = np.random.default_rng([seed, 11])  # the same groups in every shard
+    pool = fixed.permutation(np.arange(items // 10, items))
+    sizes = fixed.integers(2, 5, MAX_GROUPS)
+    out, at = [], 0
+    for size in sizes:
+        if at + size > len(pool):
+            break
+        out.append(sorted(f"item{k:04d}" for k in pool[at:at + size]))
+        at += size
+    return out
+
+
+def planted_description(items: int, seed: int) -> str:
+    """One line saying what ``make_baskets`` planted for ``items`` and ``seed``."""
+    groups = planted_groups(items, seed)
+    share = GROUP_SHARE / max(len(groups), 1)
+    return (f"planted {len(groups)} item group(s), each in about {share:.1%} of the baskets (seed {seed}): "
+            + "; ".join("{" + ", ".join(g) + "}" for g in groups))
+
+
 def make_baskets(rows: int, items: int, avg_items: float, start: int, seed: int, shard: int) -> pa.Table:
     """One shard of market baskets: ``basket_id`` and ``items`` (a list of item names). Item
-    popularity follows a Zipf law (the k-th item is drawn with weight 1/k); besides, 30% of the
-    baskets hold one of 50 fixed groups of 2-4 popular items, so that there are rules to find.
-    A basket has 1 + Poisson(avg_items - 1) draws (an item drawn twice appears twice)."""
+    popularity follows a Zipf law (the k-th item is drawn with weight 1/k); besides, 40% of the
+    baskets hold one of up to 10 planted groups (``planted_groups``: 2-4 items outside the most
+    popular tenth), so that each group is in about 4% of the baskets and its rules, well above
+    a 1% support, have a lift far above 1. A basket has 1 + Poisson(avg_items - 1) draws (an item
+    drawn twice appears twice). The table's schema metadata ``dlmine.planted`` says what was
+    planted."""
     names = np.array([f"item{k:04d}" for k in range(items)], dtype=object)
     weights = 1.0 / np.arange(1, items + 1)
     p = weights / weights.sum()
-    fixed = np.random.default_rng(seed)  # the planted groups are the same in every shard
-    groups = [fixed.choice(min(items, 300), size=fixed.integers(2, 5), replace=False) for _ in range(50)]
+    code = {name: k for k, name in enumerate(names)}
+    groups = [np.asarray([code[g] for g in group]) for group in planted_groups(items, seed)]
     rng = np.random.default_rng([seed, shard, 7])
     sizes = 1 + rng.poisson(max(avg_items - 1.0, 0.0), rows)
     drawn = rng.choice(items, size=int(sizes.sum()), p=p)
-    with_group = rng.random(rows) < 0.3
-    which = rng.integers(0, len(groups), rows)
+    with_group = (rng.random(rows) < GROUP_SHARE) & (len(groups) > 0)
+    which = rng.integers(0, max(len(groups), 1), rows)
     parts, offsets, pos, at = [], [0], 0, 0
     for i in range(rows):  # python loop over rows: fine for a data generator (~1M rows/s/5)
         basket = drawn[at:at + sizes[i]]
@@ -75,7 +107,8 @@ def make_baskets(rows: int, items: int, avg_items: float, start: int, seed: int,
     flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     values = pa.array(names[flat], type=pa.string())
     lists = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
-    return pa.table({"basket_id": np.arange(start, start + rows, dtype=np.int64), "items": lists})
+    table = pa.table({"basket_id": np.arange(start, start + rows, dtype=np.int64), "items": lists})
+    return table.replace_schema_metadata({"dlmine.planted": planted_description(items, seed)})
 
 
 def make_data(kind: str, rows: int, features: int, shards: int, output: str, seed: int = 0, classes: int = 2,

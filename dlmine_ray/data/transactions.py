@@ -140,15 +140,13 @@ def _mine_group(group: int, groups: int, n_items: int, min_count: int, max_len: 
     return mine_csr(indptr, items, n_items, min_count, max_len, group=group if groups > 1 else -1, groups=groups)
 
 
-def mine_frequent(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]
-                  ) -> dict[tuple, int]:
+def _group_trees(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]):
     """Parallel FP-Growth on Ray over ``count_items``' encoded blocks: one task per block sends
     every transaction's group-dependent prefixes (map), one object per (block, group); one task
     per group mines its prefixes locally (reduce), keeping the itemsets whose largest rank is in
-    the group. Returns {sorted rank tuple: count} for every frequent itemset."""
+    the group. Yields each group's (parent, item, count) tree, one at a time, so that the driver
+    holds one group's arrays from the object store at once."""
     import ray
-
-    from dlmine_ray.mining.local import itemset_tuples
 
     vocab, rank_of = (ray.put(v) for v in _flist(ranks))
     emit = ray.remote(num_returns=groups)(_emit_block) if groups > 1 else ray.remote(_emit_block)
@@ -158,8 +156,29 @@ def mine_frequent(encoded: list, ranks: dict[str, int], groups: int, min_count: 
     reduce = ray.remote(_mine_group)
     futures = [reduce.remote(g, groups, len(ranks), min_count, max_len, *[refs[g] for refs in per_block])
                for g in range(groups)]
+    del per_block  # the prefixes are freed as soon as their group is mined
+    for i in range(len(futures)):
+        tree = ray.get(futures[i])
+        futures[i] = None
+        yield tree
+
+
+def mine_tree(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]):
+    """Every frequent itemset (see ``_group_trees``) as one ``ItemsetTree`` of compact arrays
+    (about 30 bytes an itemset, no Python object per itemset); returns the tree."""
+    from dlmine_ray.mining.tree import ItemsetTree
+
+    return ItemsetTree.from_groups(_group_trees(encoded, ranks, groups, min_count, max_len), len(ranks))
+
+
+def mine_frequent(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]
+                  ) -> dict[tuple, int]:
+    """Every frequent itemset (see ``_group_trees``) as {sorted rank tuple: count}: one Python
+    tuple per itemset, for small results and the benchmarks; runs use ``mine_tree``."""
+    from dlmine_ray.mining.local import itemset_tuples
+
     out: dict[tuple, int] = {}
-    for tree in ray.get(futures):
+    for tree in _group_trees(encoded, ranks, groups, min_count, max_len):
         out.update(itemset_tuples(*tree))
     return out
 

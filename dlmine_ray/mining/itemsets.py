@@ -49,10 +49,10 @@ def association_rules(itemsets: dict[tuple, int], n_transactions: int, min_confi
     return rule_table(rows_a, rows_c, counts, ant_counts, con_counts, n_transactions)
 
 
-def rule_table(antecedents: list, consequents: list, counts, ant_counts, con_counts,
-               n_transactions: int) -> pd.DataFrame:
-    """Rules with their measures from counts: transactions holding the whole rule, its
-    antecedent, its consequent. Conviction is infinite where the confidence is 1."""
+def rule_measures(counts, ant_counts, con_counts, n_transactions: int) -> dict[str, np.ndarray]:
+    """Rules' measures from counts (transactions holding the whole rule, its antecedent, its
+    consequent): {"support", "confidence", "lift", "leverage", "conviction"} as float arrays.
+    Conviction is infinite where the confidence is 1."""
     n = float(n_transactions)
     c = np.asarray(counts, dtype=np.float64)
     a = np.asarray(ant_counts, dtype=np.float64)
@@ -61,7 +61,15 @@ def rule_table(antecedents: list, consequents: list, counts, ant_counts, con_cou
     conf = c / np.maximum(a, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         conviction = np.where(conf >= 1.0, np.inf, (1.0 - s_c) / (1.0 - conf))
-    return pd.DataFrame({"antecedent": list(antecedents), "consequent": list(consequents), "support": support,
-                         "confidence": conf, "lift": conf / np.where(s_c > 0, s_c, np.nan),
-                         "leverage": support - (a / n) * s_c, "conviction": conviction,
-                         "count": c.astype(np.int64)})
+        lift = conf / np.where(s_c > 0, s_c, np.nan)
+    return {"support": support, "confidence": conf, "lift": lift, "leverage": support - (a / n) * s_c,
+            "conviction": conviction}
+
+
+def rule_table(antecedents: list, consequents: list, counts, ant_counts, con_counts,
+               n_transactions: int) -> pd.DataFrame:
+    """Rules with their measures (``rule_measures``) as a DataFrame: antecedent, consequent
+    (as given), support, confidence, lift, leverage, conviction, count."""
+    m = rule_measures(counts, ant_counts, con_counts, n_transactions)
+    return pd.DataFrame({"antecedent": list(antecedents), "consequent": list(consequents), **m,
+                         "count": np.asarray(counts, dtype=np.float64).astype(np.int64)})

@@ -381,10 +381,14 @@ def group_prefixes_csr(indptr, items, groups, group):
 def compile_all() -> float:
     """Run every compiled function once on a tiny input with the dtypes the mining passes use,
     so that numba compiles them (the first time after an install, ~20 s) or loads them from its
-    cache (well under a second); returns the seconds taken."""
+    cache (well under a second); the rule generation's functions (``tree``) too. Returns the
+    seconds taken."""
     import time
 
+    from dlmine_ray.mining.tree import compile_tree
+
     t = time.perf_counter()
+    compile_tree()
     indptr, items = sort_rows(np.array([0, 2, 3], np.int64), np.array([1, 0, 0], np.int32))
     for g in range(2):
         p, i = group_prefixes_csr(indptr, items, 2, g)
