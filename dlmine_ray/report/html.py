@@ -36,7 +36,9 @@ def _png(fig) -> str:
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    if isinstance(v, float):
+    if isinstance(v, (float, np.floating)) and float(v).is_integer() and abs(v) >= 1000:
+        return f"{int(v):,}"  # a count that a mixed table column turned into a float
+    if isinstance(v, (float, np.floating)):
         return f"{v:.4g}"
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
