@@ -112,7 +112,7 @@ def _summary(result) -> None:
     for row in metrics_table(m).itertuples(index=False):
         t.add_row(row.metric, cell(row[1], row[2]), cell(row.baseline, row[4]), row.verdict)
     console = Console()
-    (console if console.is_terminal else Console(width=120)).print(t)
+    (console if console.is_terminal else Console(width=150)).print(t)
     print(f"results: {result.output}")
 
 

@@ -31,7 +31,7 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
 
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: don't squeeze the table into 80 columns
-        console = Console(width=120)
+        console = Console(width=170)
     results = []
     t0 = time.perf_counter()
     with ray_session(address, verbose):

@@ -211,13 +211,14 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     if frequent and r.miner in ("neural", "both"):
         neural = _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluster_cpus, storage,
                                local_storage)
-    rep.stage("writing", "metrics, report")
-    neural_tab = None
-    if neural is not None:
+    if neural is not None:  # said within the neural miner's stage, before the writing starts
         nr = neural["rules"]
         nr = nr[nr["lift"] > r.min_lift]
         neural_found = len(nr)
         rep.info(f"{neural_found:,} of them with lift > {r.min_lift} (rules.min_lift)")
+    rep.stage("writing", "metrics, report")
+    neural_tab = None
+    if neural is not None:
         neural_tab = _rules_table(nr, names)
         if r.max_rules is not None and len(neural_tab) > r.max_rules:
             neural_tab = neural_tab.slice(0, r.max_rules)

@@ -57,6 +57,7 @@ def _cluster_inputs(k=3, labels=True):
     metrics = {"task": "cluster", "n_clusters": k, "k": k, "silhouette": 0.41, "davies_bouldin": 0.9,
                "nmi": 0.73, "ari": 0.62, "acc": 0.81, "baseline_silhouette": 0.38,
                "baseline_davies_bouldin": 1.2, "baseline_nmi": 0.75, "baseline_ari": 0.6, "baseline_acc": 0.8,
+               "diff_nmi_ci": [-0.04, -0.005], "diff_ari_ci": [-0.01, 0.05],
                "rows": 300, "rows_train": 300, "train_seconds": 3.2, "total_seconds": 9.9,
                "stages": ["pretrain", "refine"]}
     info = {"feature_names": FEATURES, "k": k, "k_scores": {"2": 0.3, "3": 0.41, "4": 0.35}, "init": "kmeans",
@@ -76,8 +77,10 @@ def test_cluster_report(tmp_path):
     assert page.count("<img") >= 5  # map, sizes, k, curves, class balance
     assert "baseline (k-means)" in page
     assert "0.41" in page and "0.73" in page and "1.2" in page
-    assert 'class="better">0.41' in page and 'class="worse">0.73' in page  # silhouette up, nmi down
-    assert 'class="better">0.9' in page  # lower Davies-Bouldin wins
+    # nmi down, its paired interval below 0; ari's contains 0; silhouette (a sample) has none
+    assert 'class="worse">0.73' in page and 'class="better">0.41' not in page
+    assert "no interval" in page and ">tie<" in page
+    assert 'class="better">0.9' not in page  # Davies-Bouldin is lower, but a sample gives no interval
     # the distinguishing features in original units
     assert "petal_length 5.52 (overall 3.76)" in page
     assert "color=red 80% (overall 30%)" in page
@@ -124,6 +127,7 @@ def _detect_inputs(scores, threshold, flagged):
     metrics = {"task": "detect", "threshold": threshold, "n_flagged": flagged, "share_flagged": flagged / n,
                "rows_scored": n, "roc_auc": 0.93, "average_precision": 0.71, "precision_at_n": 0.66,
                "baseline_roc_auc": 0.88, "baseline_average_precision": 0.74, "baseline_precision_at_n": 0.6,
+               "diff_roc_auc_ci": [0.01, 0.09], "diff_average_precision_ci": [-0.08, -0.01],
                "rows": n, "rows_train": n, "train_seconds": 1.5, "total_seconds": 4.0}
     info = {"feature_names": FEATURES, "threshold": threshold, "threshold_rule": rule, "method": "autoencoder"}
     return metrics, material, info

@@ -138,8 +138,8 @@ def _class_balance(balance: dict) -> str:
 def metrics_table(metrics: dict) -> pd.DataFrame:
     """One row per test metric the task reports: the deep model's value and 95% interval, the
     baseline's, the paired interval of their difference, and the verdict ('better', 'worse' or
-    'tie': better or worse only when that interval excludes zero; without intervals, 'tie' on
-    equal values). Counts, seconds and settings are not metrics and are left out."""
+    'tie': better or worse only when that interval excludes zero; a metric without an interval is
+    'tie' on equal values, else 'no interval'). Counts, seconds and settings are not metrics and are left out."""
     from dlmine_ray.tasks import get_task
     from dlmine_ray.tasks.bootstrap import verdict
 
@@ -153,8 +153,8 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
             call = ""
         elif diff:
             call = verdict(diff, mode == "max")
-        else:
-            call = "tie" if deep == base else ("better" if (deep > base) == (mode == "max") else "worse")
+        else:  # no interval (a sample-based metric): equal values tie, and a gap is not called
+            call = "tie" if deep == base else "no interval"
         rows.append({"metric": k, "deep model": deep, "deep CI": metrics.get(f"{k}_ci"), "baseline": base,
                      "baseline CI": metrics.get(f"baseline_{k}_ci"), "difference CI": diff, "verdict": call})
     return pd.DataFrame(rows, columns=["metric", "deep model", "deep CI", "baseline", "baseline CI",
