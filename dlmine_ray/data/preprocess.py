@@ -10,7 +10,6 @@ while these statistics come out of the single stats pass that also splits and pr
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Optional
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import pandas as pd
 

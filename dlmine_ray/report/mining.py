@@ -4,7 +4,6 @@ laid out like the supervised page of :mod:`dlmine_ray.report.html`, pictures emb
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any, Optional
 
