@@ -104,13 +104,10 @@ def _summary(result) -> None:
     t.add_column("deep model [95% CI]", justify="right")
     t.add_column(f"baseline ({get_task(m['task']).baseline_name}) [95% CI]", justify="right")
     t.add_column("verdict")
-    from dlmine_ray.report.html import ci_text, metrics_table
-
-    def cell(v, ci) -> str:
-        return "–" if v is None or v != v else f"{v:.4g} {ci_text(ci)}".strip()
+    from dlmine_ray.report.html import metrics_table, value_text
 
     for row in metrics_table(m).itertuples(index=False):
-        t.add_row(row.metric, cell(row[1], row[2]), cell(row.baseline, row[4]), row.verdict)
+        t.add_row(row.metric, value_text(row[1], row[2]), value_text(row.baseline, row[4]), row.verdict)
     console = Console()
     (console if console.is_terminal else Console(width=150)).print(t)
     print(f"results: {result.output}")

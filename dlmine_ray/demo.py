@@ -49,7 +49,7 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
     table = Table(title=f"dlmine demo — {len(results)} jobs in {time.perf_counter() - t0:.0f}s")
     from dlmine_ray.tasks import get_task
 
-    from dlmine_ray.report.html import ci_text, metrics_table
+    from dlmine_ray.report.html import metrics_table, value_text
 
     for col in ("job", "task", "metric", "deep model [95% CI]", "baseline [95% CI]", "verdict", "rows train/scored",
                 "seconds"):
@@ -66,8 +66,8 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
         rows = metrics_table(m).set_index("metric")
         for name in _HEADLINE[m["task"]]:
             r = rows.loc[name] if name in rows.index else None
-            deep = "–" if r is None or not r["deep model"] == r["deep model"] else f"{r['deep model']:.4f} {ci_text(r['deep CI'])}"
-            base = "–" if r is None or not r["baseline"] == r["baseline"] else f"{r['baseline']:.4f} {ci_text(r['baseline CI'])}"
+            deep = "–" if r is None else value_text(r["deep model"], r["deep CI"], ".4f")
+            base = "–" if r is None else value_text(r["baseline"], r["baseline CI"], ".4f")
             table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name, deep,
                           f"{base} {get_task(m['task']).baseline_name}", "" if r is None else r["verdict"],
                           f"{m['rows_train']:,}/{scored:,}", f"{secs:.0f}")

@@ -80,7 +80,7 @@ def _collect(ds) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def test_intervals(task, y_true, pred: pd.DataFrame, base_pred: Optional[pd.DataFrame], info: dict,
+def paired_test_intervals(task, y_true, pred: pd.DataFrame, base_pred: Optional[pd.DataFrame], info: dict,
                    seed: int) -> dict[str, list[float]]:
     """Paired bootstrap 95% intervals of the test metrics (``<m>_ci``, ``baseline_<m>_ci``,
     ``diff_<m>_ci``) over the test rows that both models scored."""
@@ -246,7 +246,7 @@ def _run(spec: JobSpec, folder: RunFolder, storage: str, local_storage: str, rep
         metrics.update({f"baseline_{k}": v for k, v in task.test_metrics(y_true, base_pred, prep.target_info_).items()})
         metrics["baseline_seconds"] = round(time.perf_counter() - tb, 3)
         metrics["baseline_rows_train"] = int(len(y_tr))
-    metrics.update(test_intervals(task, y_true, pred, base_pred, prep.target_info_, spec.train.seed))
+    metrics.update(paired_test_intervals(task, y_true, pred, base_pred, prep.target_info_, spec.train.seed))
 
     rep.stage("writing", "metrics, predictions, model, report")
     metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)

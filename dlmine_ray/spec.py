@@ -21,11 +21,6 @@ TASKS = ("classify", "regress", "cluster", "detect", "rules")
 SUPERVISED = ("classify", "regress")
 
 
-#: the columns a task writes next to the kept id and labels columns
-_RESULT_COLUMNS = {"cluster": ("cluster", "confidence", "map_x", "map_y"),
-                   "detect": ("score", "flag", "rank", "top_features")}
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -65,8 +60,9 @@ class DataSpec(_Strict):
     group: Optional[str] = Field(None, description="all rows with the same value of this column go to one split "
                                                    "(repeated measurements of one customer, patient...); not a "
                                                    "feature")
-    na_values: list[Union[str, int, float]] = Field(default_factory=list, description="more values that mean 'missing' (empty "
-                                                                   "CSV fields and NA/NaN/null always do)")
+    na_values: list[Union[str, int, float]] = Field(
+        default_factory=list, description="more values that mean 'missing' (empty CSV fields and NA/NaN/null "
+                                          "always do)")
     ignore: list[str] = Field(default_factory=list)
     split: SplitSpec = Field(default_factory=SplitSpec)
     max_categories: int = Field(50, ge=1, description="one-hot width cap per categorical column")
@@ -312,7 +308,9 @@ class JobSpec(_Strict):
                 raise ValueError("data.items and data.transaction are for the rules task")
             if d.labels is not None and (d.labels in d.ignore or d.labels == d.id):
                 raise ValueError(f"data.labels '{d.labels}' is also data.id or listed in data.ignore")
-            taken = _RESULT_COLUMNS.get(self.task, ())
+            from dlmine_ray.tasks import get_task
+
+            taken = get_task(self.task).result_columns
             for field, col in (("labels", d.labels), ("id", d.id)):
                 if col in taken:
                     raise ValueError(f"data.{field} '{col}' has the name of a result column of task {self.task} "

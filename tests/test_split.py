@@ -28,15 +28,17 @@ def _splits(path, key=None, seed=0):
 def test_row_split_ignores_values_and_spreads_copies(tmp_path, ray_local, fmt):
     df = make_repeated_rows(6000, seed=1)
     flipped = df.assign(label=1 - df["label"])
-    paths = [tmp_path / f"a.{fmt}", tmp_path / "other" / f"a.{fmt}"]
-    paths[1].parent.mkdir()
-    for frame, p in zip((df, flipped), paths):
-        frame.to_parquet(p, index=False) if fmt == "parquet" else frame.to_csv(p, index=False)
-    a = _splits(paths[0])
+    path = tmp_path / f"a.{fmt}"
+
+    def write(frame):
+        frame.to_parquet(path, index=False) if fmt == "parquet" else frame.to_csv(path, index=False)
+
+    write(df)
+    a = _splits(path)
     assert "row_hash" not in a.columns and len(a) == len(df)
     # same file, same seed: the same split on every read; another seed: another split
-    assert (_splits(paths[0])[SPLIT_COL].to_numpy() == a[SPLIT_COL].to_numpy()).all()
-    assert (_splits(paths[0], seed=1)[SPLIT_COL].to_numpy() != a[SPLIT_COL].to_numpy()).mean() > 0.2
+    assert (_splits(path)[SPLIT_COL].to_numpy() == a[SPLIT_COL].to_numpy()).all()
+    assert (_splits(path, seed=1)[SPLIT_COL].to_numpy() != a[SPLIT_COL].to_numpy()).mean() > 0.2
     share = np.bincount(a[SPLIT_COL], minlength=3) / len(a)
     assert abs(share[2] - 0.15) < 0.02 and abs(share[1] - 0.15) < 0.02
     # copies of one (features, label) row are split like any other rows, not sent together
@@ -44,10 +46,9 @@ def test_row_split_ignores_values_and_spreads_copies(tmp_path, ray_local, fmt):
     first = a.groupby(feats)[SPLIT_COL].transform("first")
     # a copy lands in another split than the pair's first copy with probability 1 - sum(p^2) = 0.465
     assert (a[SPLIT_COL] != first).mean() > 0.35
-    # only the label changes (same position in a file of the same name elsewhere is another
-    # file: compare against the same path re-written with flipped labels)
-    flipped.to_parquet(paths[0], index=False) if fmt == "parquet" else flipped.to_csv(paths[0], index=False)
-    b = _splits(paths[0])
+    # the same file re-written with every label flipped: no row changes split
+    write(flipped)
+    b = _splits(path)
     assert (b["label"].to_numpy() == 1 - a["label"].to_numpy()).all()
     assert (b[SPLIT_COL].to_numpy() == a[SPLIT_COL].to_numpy()).all()
 

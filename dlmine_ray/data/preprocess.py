@@ -45,7 +45,7 @@ class TabularPreprocessor:
             non_null = st.n - st.nulls
             numeric = st.non_numeric == 0 or (non_null and st.numeric / non_null >= 0.9)
             if numeric:
-                std = st.t_std if st.t_std > 1e-12 * max(1.0, abs(st.t_mean)) else 1.0
+                std = 1.0 if st.t_flat else st.t_std
                 self.numeric_.append((c, float(st.t_mean), float(std)))
             else:
                 cats = [k for k, _ in sorted(st.counts.items(), key=lambda kv: (-kv[1], str(kv[0])))][:max_categories]

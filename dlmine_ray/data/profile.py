@@ -78,6 +78,11 @@ class ColumnStats:
         """Standard deviation (population) of the training split's finite values; 0.0 if none."""
         return math.sqrt(self.t_m2 / self.t_count) if self.t_count else 0.0
 
+    @property
+    def t_flat(self) -> bool:
+        """True when the training split's values do not vary (relative to their size)."""
+        return self.t_std <= 1e-12 * max(1.0, abs(self.t_mean))
+
 
 def _dtype_kind(s: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(s):
@@ -272,7 +277,7 @@ def check_profile(profile: DataProfile, spec, features: list[str]) -> list[str]:
                               f"(found value '{st.example_bad}')")
         if st.nonfinite:
             raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
-        if st.t_count and st.t_std <= 1e-12 * max(1.0, abs(st.t_mean)):
+        if st.t_count and st.t_flat:
             raise DlmineError(f"target column '{target}' is constant in the training split")
     else:
         if st.nonfinite:

@@ -170,6 +170,11 @@ def ci_text(ci) -> str:
     return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
 
 
+def value_text(value, ci, digits: str = ".4g") -> str:
+    """A metric and its interval for a summary table ('0.9717 [0.95, 0.99]'); '–' when missing."""
+    return f"{value:{digits}} {ci_text(ci)}".strip() if _finite(value) else "–"
+
+
 def metrics_html(metrics: dict, baseline_name: str) -> str:
     """The metrics table as HTML: the deep model's cell green when the paired interval says it
     is better, red when worse, and the word 'tie' otherwise."""

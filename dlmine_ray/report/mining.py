@@ -38,16 +38,12 @@ def _metrics_section(task: str, metrics: dict) -> str:
     from dlmine_ray.tasks import get_task
 
     t = get_task(task)
-    shown = {m for m in t.metric_modes if m in metrics or f"baseline_{m}" in metrics}
     out = [metrics_html(metrics, t.baseline_name)]
-
-    def compared(k: str) -> bool:
-        base = k[len("baseline_"):] if k.startswith("baseline_") else k
-        return base in shown or (k.endswith("_ci") and (k[:-3] in shown or k[len("diff_"):-3] in shown
-                                                       or k[len("baseline_"):-3] in shown))
-
+    # the keys the metrics table already shows
+    shown = {key for m in t.metric_modes
+             for key in (m, f"baseline_{m}", f"{m}_ci", f"baseline_{m}_ci", f"diff_{m}_ci")}
     other = [(k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in metrics.items()
-             if not compared(k) and (isinstance(v, (int, float, str, list, tuple, np.number)))]
+             if k not in shown and (isinstance(v, (int, float, str, list, tuple, np.number)))]
     if other:
         out.append("<h3>Other numbers</h3>")
         out.append(_table(pd.DataFrame(other, columns=["name", "value"]), left=("name", "value")))

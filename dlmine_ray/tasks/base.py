@@ -31,6 +31,8 @@ class Task:
     val_mode: str = "min"
     #: what the run compares the deep model with, for tables and reports
     baseline_name: str = "HGB"
+    #: the columns the task writes beside the kept id (and labels) columns of each row
+    result_columns: tuple[str, ...] = ()
     #: the test metrics the task reports, each with its direction ("max": higher is better)
     metric_modes: dict[str, str] = {}
 

@@ -60,9 +60,8 @@ class ClassifyTask(Task):
         from dlmine_ray.tasks import bootstrap as bs
 
         classes = info["classes"]
-        index = {str(c): i for i, c in enumerate(classes)}
-        y = np.array([index[str(v)] for v in np.asarray(y_true, dtype=object)])
-        guess = np.array([index[str(v)] for v in pred["prediction"].to_numpy()])
+        y = _class_indices(y_true, classes)
+        guess = _class_indices(pred["prediction"].to_numpy(), classes)
         proba = _normalised(_proba(pred, classes))
         out = {"accuracy": bs.accuracy(w, y, guess), "f1_macro": bs.f1_macro(w, y, guess),
                "log_loss": bs.log_loss(w, proba[np.arange(len(y)), y])}
@@ -86,6 +85,12 @@ class ClassifyTask(Task):
         return cols
 
 
+def _class_indices(values, classes) -> np.ndarray:
+    """The position in ``classes`` of each value (compared as text, as labels are written)."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    return np.array([index[str(v)] for v in np.asarray(values, dtype=object)], dtype=np.int64)
+
+
 def _proba(pred, classes) -> np.ndarray:
     return np.column_stack([np.asarray(pred[_proba_column(c)], dtype=np.float64) for c in classes])
 
@@ -104,8 +109,7 @@ def _classification_metrics(y_true, y_pred, proba, classes) -> dict[str, float]:
         "accuracy": float(skm.accuracy_score(y_true.astype(str), y_pred.astype(str))),
         "f1_macro": float(skm.f1_score(y_true.astype(str), y_pred.astype(str), average="macro")),
     }
-    index = {str(c): i for i, c in enumerate(classes)}
-    y_idx = np.array([index[str(v)] for v in y_true])
+    y_idx = _class_indices(y_true, classes)
     proba = _normalised(proba)
     out["log_loss"] = float(skm.log_loss(y_idx, proba, labels=list(range(len(classes)))))
     present = np.unique(y_idx)

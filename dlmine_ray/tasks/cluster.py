@@ -29,6 +29,7 @@ _EPS = 1e-10
 class ClusterTask(UnsupervisedTask):
     name = "cluster"
     baseline_name = "k-means"
+    result_columns = ("cluster", "confidence", "map_x", "map_y")
     metric_modes = {"nmi": "max", "ari": "max", "acc": "max", "silhouette": "max", "davies_bouldin": "min"}
     result_file = "clusters.parquet"
 
@@ -179,7 +180,7 @@ class ClusterTask(UnsupervisedTask):
                                                 len(t_codes), base is not None, spec.train.seed))
         means = sums / np.maximum(sizes, 1)[:, None]
         overall = sums.sum(axis=0) / max(sizes.sum(), 1)
-        order = [c for c in (spec.data.id, "cluster", "confidence", "map_x", "map_y", labels_col) if c]
+        order = [c for c in (spec.data.id, *self.result_columns, labels_col) if c]
         table = table[[c for c in order if c in table.columns]]
         return MiningResult(table, metrics, {"sizes": sizes, "means_encoded": means, "overall_encoded": overall,
                                              "map": table.sample(min(len(table), 5000), random_state=0)})

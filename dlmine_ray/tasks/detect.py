@@ -24,6 +24,7 @@ MADS = 3.0
 class DetectTask(UnsupervisedTask):
     name = "detect"
     baseline_name = "IsolationForest"
+    result_columns = ("score", "flag", "rank", "top_features")
     metric_modes = {"roc_auc": "max", "average_precision": "max", "precision_at_n": "max"}
     result_file = "scores.parquet"
 
@@ -141,7 +142,7 @@ class DetectTask(UnsupervisedTask):
             if 0 < truth.sum() < len(truth):
                 metrics.update(paired_intervals(lambda w, which: weighted_detection(w, truth, scores[which]),
                                                 len(truth), base is not None, spec.train.seed))
-        order = [c for c in (spec.data.id, "score", "flag", "rank", "top_features", labels_col) if c]
+        order = [c for c in (spec.data.id, *self.result_columns, labels_col) if c]
         table = table[[c for c in order if c in table.columns]].sort_values("rank", kind="stable")
         top = table.head(20)
         return MiningResult(table, metrics, {"scores": table["score"].to_numpy(), "top": top,
