@@ -1,23 +1,37 @@
 """dlmine_ray: deep-learning data mining on Ray (Data -> Train -> Tune -> outputs)."""
 
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.spec import JobSpec, load_job
+from dlmine_ray.spec import JobSpec
 
 __version__ = "0.1.0"
 
 
+def load_job(path, overrides=None):
+    """Read and validate a YAML job file; return its JobSpec."""
+    from dlmine_ray.app.jobfile import load_job as _load
+
+    return _load(path, overrides)
+
+
 def run_job(job, output="runs/latest", **kwargs):
     """Run a job (JobSpec, dict, or YAML path) into ``output``; return a RunResult."""
-    from dlmine_ray.runner import run_job as _run
+    from dlmine_ray.app.run import run_job as _run
 
     return _run(job, output, **kwargs)
 
 
 def predict(model, data, output, **kwargs):
     """Score ``data`` with a saved model folder into the Parquet file ``output``; return rows written."""
-    from dlmine_ray.predict import predict as _predict
+    from dlmine_ray.app.predict import predict as _predict
 
     return _predict(model, data, output, **kwargs)
 
 
-__all__ = ["DlmineError", "JobSpec", "load_job", "run_job", "predict", "__version__"]
+def register_task(task):
+    """Add a task (an instance of a ``dlmine_ray.tasks.Task`` subclass) to the registry; return it."""
+    from dlmine_ray.tasks import register_task as _register
+
+    return _register(task)
+
+
+__all__ = ["DlmineError", "JobSpec", "load_job", "run_job", "predict", "register_task", "__version__"]

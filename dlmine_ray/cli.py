@@ -86,33 +86,6 @@ def _version() -> str:
     return f"dlmine_ray {__version__}"
 
 
-def _summary(result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from dlmine_ray.tasks import get_task
-
-    m = result.metrics
-    if m["task"] == "rules":
-        print(f"{m['n_transactions']:,} transactions, {m['n_frequent_items']:,} frequent items, "
-              f"{m['n_itemsets']:,} itemsets, {m['n_rules']:,} rules in {m['mining_seconds']:.1f}s")
-        print(f"results: {result.output}")
-        return
-    where = f"test split ({m['rows_test']:,} rows)" if "rows_test" in m else f"all {m['rows']:,} rows"
-    t = Table(title=f"{result.spec.name}: {m['task']} — {where}")
-    t.add_column("metric")
-    t.add_column("deep model [95% CI]", justify="right")
-    t.add_column(f"baseline ({get_task(m['task']).baseline_name}) [95% CI]", justify="right")
-    t.add_column("verdict")
-    from dlmine_ray.report.html import metrics_table, value_text
-
-    for row in metrics_table(m).itertuples(index=False):
-        t.add_row(row.metric, value_text(row[1], row[2]), value_text(row.baseline, row[4]), row.verdict)
-    console = Console()
-    (console if console.is_terminal else Console(width=150)).print(t)
-    print(f"results: {result.output}")
-
-
 def _interrupt_on_sigterm() -> None:
     # `kill` or a scheduler's stop sends SIGTERM; turning it into KeyboardInterrupt lets a run
     # remove its staging folder, as it does for Ctrl-C, instead of leaving half-written output.
@@ -132,26 +105,26 @@ def main(argv=None) -> int:
     _interrupt_on_sigterm()
     try:
         if args.command == "run":
-            from dlmine_ray.runner import run_job
-            from dlmine_ray.spec import load_job, parse_overrides
+            from dlmine_ray.app.jobfile import load_job, parse_overrides
+            from dlmine_ray.app.run import print_summary, run_job
 
             spec = load_job(args.job, parse_overrides(args.overrides))
             result = run_job(spec, args.output, address=args.address, overwrite=args.overwrite, verbose=verbose)
-            _summary(result)
+            print_summary(result)
         elif args.command == "demo":
-            from dlmine_ray.demo import run_demo
+            from dlmine_ray.app.demo import run_demo
 
             run_demo(args.output, verbose=verbose, address=args.address, quick=args.quick)
         elif args.command == "submit":
-            from dlmine_ray.spec import parse_overrides
-            from dlmine_ray.submit import submit
+            from dlmine_ray.app.jobfile import parse_overrides
+            from dlmine_ray.app.submit import submit
 
             _, status = submit(args.job, args.address, args.output, parse_overrides(args.overrides), args.wait,
                                args.overwrite)
             if args.wait and status != "SUCCEEDED":
                 return 1
         elif args.command == "predict":
-            from dlmine_ray.predict import predict
+            from dlmine_ray.app.predict import predict
 
             t0 = time.perf_counter()
             data = args.data[0] if len(args.data) == 1 else args.data
@@ -177,7 +150,7 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # an unexpected failure: one line, the traceback on --verbose
-        from dlmine_ray.data.read import first_line
+        from dlmine_ray.errors import first_line
 
         if verbose:
             traceback.print_exc()

@@ -1,4 +1,11 @@
-"""User-facing errors: one clear line that names the problem."""
+"""User-facing errors: one clear line that names the problem.
+
+The base of every layer: any module may import it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
 
 
 class DlmineError(Exception):
@@ -10,3 +17,49 @@ class DlmineError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(err: BaseException) -> str:
+    """The most specific one-line message inside a (possibly Ray-wrapped) exception."""
+    cause = err
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        cause = cause.cause
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    # Ray's task errors carry the traceback; the last line holds the message.
+    for ln in reversed(lines):
+        if not ln.startswith(("File ", "Traceback", "^", "~")):
+            return ln[:300]
+    return type(cause).__name__
+
+
+def _user_error_inside(err: BaseException) -> Optional[DlmineError]:
+    """A DlmineError that a Ray task raised and Ray wrapped (it is the chain's cause), or None."""
+    seen, cause = set(), err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, DlmineError):
+            return cause
+        seen.add(id(cause))
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return None
+
+
+@contextlib.contextmanager
+def failing_as(what: str, kind: type = DlmineError) -> Iterator[None]:
+    """Turn a failure inside the block into one line: ``kind(f"{what}: <first line of the cause>")``.
+
+    A DlmineError passes as it is, also one raised inside a Ray task and wrapped by Ray. With
+    ``kind=DlmineError`` the cause is the user's input (the traceback is dropped); with another
+    kind (RuntimeError: a failure of ours) the cause stays chained for ``--verbose``."""
+    try:
+        yield
+    except DlmineError:
+        raise
+    except Exception as err:
+        inner = _user_error_inside(err)
+        if inner is not None:
+            raise inner from None
+        if issubclass(kind, DlmineError):
+            raise kind(f"{what}: {first_line(err)}") from None
+        raise kind(f"{what}: {first_line(err)}") from err

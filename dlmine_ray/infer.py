@@ -22,13 +22,12 @@ from dlmine_ray.tasks import get_task
 WEIGHTS, PREPROCESS, MODEL_META = "model.pt", "preprocess.json", "model.json"
 
 
-def save_model_dir(path: str, state_path: str, prep: TabularPreprocessor, task: str, model_spec: dict,
+def save_model_dir(path: str, state: dict, prep: TabularPreprocessor, task: str, model_spec: dict,
                    extra: Optional[dict] = None, info: Optional[dict] = None) -> None:
-    """Write a loadable model folder at ``path`` (which must not exist yet); ``info`` is the
-    task's layout (default: the preprocessor's target layout)."""
+    """Write a loadable model folder at ``path`` (which must not exist yet) from the model's
+    ``state`` dict; ``info`` is the task's layout (default: the preprocessor's target layout)."""
     os.makedirs(path)
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    torch.save(state, os.path.join(path, WEIGHTS))
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, os.path.join(path, WEIGHTS))
     prep.save(Path(path) / PREPROCESS)
     meta = {"format": 1, "task": task, "model": model_spec, "n_features": prep.n_features,
             "info": prep.target_info_ if info is None else info, "input_columns": prep.input_columns, "target": prep.target,
@@ -39,14 +38,15 @@ def save_model_dir(path: str, state_path: str, prep: TabularPreprocessor, task: 
 class LoadedModel:
     """A model folder loaded for scoring: ``predict_frame(df)`` returns prediction columns."""
 
-    def __init__(self, path: str, threads: int = 1, device: str = "cpu"):
+    def __init__(self, path: str, threads: int = 1, device: str = "cpu", task=None):
         p = Path(path)
         for f in (WEIGHTS, PREPROCESS, MODEL_META):
             if not (p / f).is_file():
                 raise DlmineError(f"{path} is not a dlmine model folder (missing {f})")
         self.meta = json.loads((p / MODEL_META).read_text())
         self.prep = TabularPreprocessor.load(p / PREPROCESS)
-        self.task = get_task(self.meta["task"])
+        # the run that saved the model passes its task object (a task registered only there too)
+        self.task = task if task is not None else get_task(self.meta["task"])
         self.info = self.meta["info"]
         self.model = self.task.build_model(self.meta["n_features"], self.info, self.meta["model"])
         self.model.load_state_dict(torch.load(p / WEIGHTS, map_location="cpu", weights_only=True))
@@ -77,23 +77,24 @@ class LoadedModel:
 _LOADED: dict[tuple, LoadedModel] = {}
 
 
-def _loaded(path: str, threads: int, use_gpu: bool) -> LoadedModel:
+def _loaded(path: str, threads: int, use_gpu: bool, task=None) -> LoadedModel:
     # Plain functions in Ray's reusable worker processes, with the loaded model cached per
     # process: no actor pool to start, which would cost seconds on every small scoring job.
     key = (path, os.path.getmtime(os.path.join(path, WEIGHTS)), threads, use_gpu)
     m = _LOADED.get(key)
     if m is None:
         _LOADED.clear()
-        m = _LOADED[key] = LoadedModel(path, threads, "cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        m = _LOADED[key] = LoadedModel(path, threads, "cuda" if use_gpu and torch.cuda.is_available() else "cpu",
+                                       task)
     return m
 
 
-def _score_batch(df: pd.DataFrame, path: str, keep: tuple, threads: int, use_gpu: bool) -> pd.DataFrame:
-    return _loaded(path, threads, use_gpu).predict_frame(df, keep)
+def _score_batch(df: pd.DataFrame, path: str, keep: tuple, threads: int, use_gpu: bool, task) -> pd.DataFrame:
+    return _loaded(path, threads, use_gpu, task).predict_frame(df, keep)
 
 
-def _score_encoded_batch(batch: dict, path: str, keep: tuple, threads: int, use_gpu: bool) -> dict:
-    return _loaded(path, threads, use_gpu).predict_encoded(batch, keep)
+def _score_encoded_batch(batch: dict, path: str, keep: tuple, threads: int, use_gpu: bool, task) -> dict:
+    return _loaded(path, threads, use_gpu, task).predict_encoded(batch, keep)
 
 
 def check_columns(schema_names: list[str], model_path: str) -> dict:
@@ -109,19 +110,20 @@ def check_columns(schema_names: list[str], model_path: str) -> dict:
 
 
 def score_dataset(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: int = 8192,
-                  threads: int = 1, use_gpu: bool = False):
-    """Return a lazy Ray Dataset of ``keep`` columns plus predictions for every row of ``ds``."""
+                  threads: int = 1, use_gpu: bool = False, task=None):
+    """Return a lazy Ray Dataset of ``keep`` columns plus predictions for every row of ``ds``
+    (``task``: the task object; default, the registered task the model folder names)."""
     return ds.map_batches(
-        _score_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu),
+        _score_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu, task),
         batch_format="pandas", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,
     )
 
 
 def score_encoded(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: int = 8192,
-                  threads: int = 1, use_gpu: bool = False):
+                  threads: int = 1, use_gpu: bool = False, task=None):
     """Like ``score_dataset`` for rows already preprocessed into a ``features`` column (a run's
     own data, encoded once): a lazy Ray Dataset of ``keep`` columns plus predictions."""
     return ds.map_batches(
-        _score_encoded_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu),
+        _score_encoded_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu, task),
         batch_format="numpy", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,
     )

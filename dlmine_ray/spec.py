@@ -1,24 +1,25 @@
 """The job spec: one validated object, made from YAML, with a working default for every field.
 
-Bad input is rejected here, at the boundary, with the offending field named; nothing past this
-module re-checks the shape of a job.
+Bad input is rejected here, at the boundary, with the offending field named. The sections every
+job has (data, model, train, scaling, tune) are declared here; each task's own section
+(``cluster:``, ``detect:``, ``rules:``...) is the ``options`` class registered with the task, so
+that the schema follows the registry. Checks that need the data are the task's, run once after
+the profile pass (``Task.check_data``).
 """
 
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from dlmine_ray.errors import DlmineError
+from dlmine_ray.tasks import DEFAULT_TASK, TASKS, get_task
 
-TASKS = ("classify", "regress", "cluster", "detect", "rules")
-#: tasks that learn a target column; the others learn from the features alone
-SUPERVISED = ("classify", "regress")
+#: the fields of ``data`` that only some tasks read (each task lists those it reads in ``data_fields``)
+TASK_DATA_FIELDS = ("target", "labels", "normal_when", "items", "transaction")
 
 
 class _Strict(BaseModel):
@@ -137,88 +138,6 @@ class ScalingSpec(_Strict):
         return self
 
 
-class ClusterSpec(_Strict):
-    """Deep clustering: autoencoder pre-training (train.*), k-means on the codes, then DEC
-    refinement (Xie et al. 2016) as a second stage of the same training loop."""
-
-    k: Optional[int] = Field(None, ge=2, description="number of clusters; default: chosen over k_range")
-    k_range: list[int] = Field(default_factory=lambda: [2, 12], description="[min, max] k tried by silhouette")
-    init: Literal["kmeans", "umap"] = Field(
-        "umap", description="initial clusters of the sampled codes: k-means on the codes, or k-means on a UMAP "
-                            "embedding of them (then distilled into the centres)")
-    init_on: Literal["codes", "features"] = Field(
-        "features", description="what the initial clustering sees: the autoencoder's codes, or the preprocessed "
-                             "features")
-    noise: float = Field(0.2, ge=0.0, description="std of the denoising noise in pre-training")
-    distill_epochs: int = Field(30, ge=0, description="umap init: epochs teaching the centres the sample's "
-                                                      "clusters")
-    refine_epochs: int = Field(30, ge=0, description="DEC epochs after pre-training; 0 = autoencoder + k-means")
-    refine_lr: float = Field(1e-4, gt=0.0)
-    alpha: float = Field(1.0, gt=0.0, description="degrees of freedom of DEC's Student-t kernel")
-    sample_rows: int = Field(10_000, ge=100, description="rows sampled for silhouette and for choosing k")
-
-    @field_validator("k_range")
-    @classmethod
-    def _k_range(cls, v):
-        if len(v) != 2 or v[0] < 2 or v[1] < v[0]:
-            raise ValueError("cluster.k_range must be [min, max] with 2 <= min <= max")
-        return v
-
-
-class DetectSpec(_Strict):
-    """Deep anomaly detection: a denoising autoencoder (reconstruction error) or Deep SVDD
-    (Ruff et al. 2018, distance to a centre in code space, after autoencoder pre-training)."""
-
-    model: Literal["autoencoder", "deep_svdd"] = "autoencoder"
-    contamination: Optional[float] = Field(
-        None, gt=0.0, le=0.5, description="expected share of anomalies; sets the flag threshold. Default: a "
-                                          "threshold from the score distribution (median + 3 MADs of log score)")
-    noise: float = Field(0.1, ge=0.0, description="std of the Gaussian noise of the denoising autoencoder")
-    svdd_epochs: int = Field(30, ge=1, description="deep_svdd: epochs of the SVDD stage after pre-training")
-    top_features: int = Field(3, ge=1, description="features named per flagged row")
-
-
-class RulesSpec(_Strict):
-    """Association rules: exact frequent itemsets by parallel FP-Growth, then rules."""
-
-    min_support: Union[int, float] = Field(0.01, description="a fraction of transactions in (0, 1], or a count "
-                                                             "(an integer >= 1)")
-    max_len: Optional[int] = Field(None, ge=1, description="largest itemset; default: no limit")
-    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
-    min_lift: float = Field(1.0, ge=0.0, description="keep rules whose lift is above this; a rule whose lift is at "
-                                                     "most 1 is not an association (0: every rule)")
-    max_rules: Optional[int] = Field(1_000_000, ge=1, description="keep at most this many rules, those of highest "
-                                                                  "lift (the run says when it cuts); null: all")
-    groups: Optional[int] = Field(None, ge=1, description="item groups mined in parallel; default: the "
-                                                         "cluster's CPUs")
-    top: int = Field(20, ge=1, description="rules shown in the report")
-    miner: Literal["exact", "neural", "both"] = Field(
-        "exact", description="exact: parallel FP-Growth; neural: an autoencoder probed for rules (Aerial), "
-                             "every rule recounted exactly; both: both, compared in the report")
-    neural_antecedent: int = Field(2, ge=1, le=3, description="neural: largest antecedent probed")
-    neural_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="neural: the probability the reconstruction "
-                                                                     "must give the consequent")
-    neural_sample: int = Field(200_000, ge=1, description="neural: the autoencoder trains on at most about this "
-                                                          "many transactions (a random sample; the recount uses all)")
-
-    @field_validator("min_support", mode="before")
-    @classmethod
-    def _support(cls, v):
-        bad = ValueError(f"rules.min_support must be a fraction in (0, 1] or a count of transactions (an integer "
-                         f">= 1), got {v!r}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise bad
-        if isinstance(v, int):
-            if v < 1:
-                raise bad
-            return v
-        if 0.0 < v <= 1.0:
-            return float(v)
-        if v > 1.0 and float(v).is_integer():
-            return int(v)
-        raise bad
-
-
 class TuneSpec(_Strict):
     """Model selection with Ray Tune; keys of `space` are dotted job fields."""
 
@@ -255,17 +174,17 @@ class TuneSpec(_Strict):
 
 
 class JobSpec(_Strict):
-    """A whole job: data, model, training, scaling and optional tuning."""
+    """A whole job: data, model, training, scaling and optional tuning, and one section per
+    registered task that has options (``spec.<task name>``, validated by the task's class)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str = "job"
-    task: Literal["classify", "regress", "cluster", "detect", "rules"] = "classify"
+    task: str = DEFAULT_TASK
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
-    detect: DetectSpec = Field(default_factory=DetectSpec)
-    rules: RulesSpec = Field(default_factory=RulesSpec)
     tune: Optional[TuneSpec] = None
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
@@ -275,48 +194,63 @@ class JobSpec(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_target(cls, doc):
-        # supervised jobs learn 'label' unless told otherwise; cluster/detect have no target
-        if isinstance(doc, dict) and doc.get("task", "classify") in SUPERVISED:
+    def _task_sections(cls, doc):
+        """Validate each task section with its task's options class (errors located in it); refuse
+        unknown top-level fields; give every task section its defaults; default the target."""
+        if not isinstance(doc, dict):
+            return doc
+        doc = dict(doc)
+        errors = []
+        for key in list(doc):
+            if key in cls.model_fields:
+                continue
+            task = TASKS.get(key)
+            if task is None or task.options is None:
+                errors.append(InitErrorDetails(type="extra_forbidden", loc=(key,), input=doc[key]))
+                continue
+            value = doc[key]
+            if isinstance(value, task.options):
+                continue
+            try:
+                doc[key] = task.options.model_validate({} if value is None else value)
+            except ValidationError as err:
+                errors += [InitErrorDetails(type=e["type"], loc=(key, *e["loc"]), input=e.get("input"),
+                                            ctx=e.get("ctx", {})) for e in err.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        for task in TASKS.values():
+            if task.options is not None:
+                doc.setdefault(task.name, task.options())
+        task = TASKS.get(doc.get("task", DEFAULT_TASK))
+        if task is not None and task.default_target:
             data = doc.get("data")
             if data is None:
-                doc = {**doc, "data": {"target": "label"}}
+                doc["data"] = {"target": task.default_target}
             elif isinstance(data, dict) and data.get("target") is None:
-                doc = {**doc, "data": {**data, "target": "label"}}
+                doc["data"] = {**data, "target": task.default_target}
         return doc
+
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, v):
+        if v not in TASKS:
+            raise ValueError(f"unknown task '{v}'; choose one of {', '.join(TASKS)}")
+        return v
 
     @model_validator(mode="after")
     def _columns_distinct(self):
-        d = self.data
-        if self.task in SUPERVISED:
-            if d.labels is not None:
-                raise ValueError(f"data.labels is for the cluster and detect tasks; task {self.task} learns "
-                                 f"data.target")
-            if d.items is not None or d.transaction is not None:
-                raise ValueError("data.items and data.transaction are for the rules task")
-            if d.normal_when is not None:
-                raise ValueError("data.normal_when is for the detect task")
-        else:
-            if d.target is not None:
-                raise ValueError(f"data.target: task {self.task} learns without a target; name a ground-truth "
-                                 "column in data.labels to score against")
-            if d.normal_when is not None and self.task != "detect":
-                raise ValueError("data.normal_when is for the detect task")
-            if self.task == "rules" and d.transaction is not None and d.items is None:
-                raise ValueError("data.transaction needs data.items: the column holding one item per row")
-            if self.task != "rules" and (d.items is not None or d.transaction is not None):
-                raise ValueError("data.items and data.transaction are for the rules task")
-            if d.labels is not None and (d.labels in d.ignore or d.labels == d.id):
-                raise ValueError(f"data.labels '{d.labels}' is also data.id or listed in data.ignore")
-            from dlmine_ray.tasks import get_task
-
-            taken = get_task(self.task).result_columns
-            for field, col in (("labels", d.labels), ("id", d.id)):
-                if col in taken:
-                    raise ValueError(f"data.{field} '{col}' has the name of a result column of task {self.task} "
-                                     f"({', '.join(taken)}); rename it in the data")
-            if self.tune is not None:
-                raise ValueError(f"tune: model selection is not supported for task {self.task} yet")
+        d, task = self.data, get_task(self.task)
+        for field in TASK_DATA_FIELDS:
+            if getattr(d, field) is not None and field not in task.data_fields:
+                users = [t.name for t in TASKS.values() if field in t.data_fields]
+                hint = ("; name a ground-truth column in data.labels to score against"
+                        if field == "target" and "labels" in task.data_fields else "")
+                raise ValueError(f"data.{field} is for the {' and '.join(users)} task{'s' * (len(users) > 1)}; "
+                                 f"task {self.task} {'learns without a target' if field == 'target' else 'does not read it'}"
+                                 f"{hint}")
+        task.check_spec(self)
+        if self.tune is not None and not task.tunable:
+            raise ValueError(f"tune: model selection is not supported for task {self.task} yet")
         if d.target is not None and d.target in d.ignore:
             raise ValueError(f"data.target '{d.target}' is also listed in data.ignore")
         if d.id is not None and d.id == d.target:
@@ -326,14 +260,29 @@ class JobSpec(_Strict):
         if self.tune is not None:
             for key in self.tune.space:
                 _check_dotted_field(self, key)
+            if self.tune.metric is not None and self.tune.metric not in task.val_metrics:
+                raise ValueError(f"tune.metric '{self.tune.metric}' is not a validation metric of task {self.task}; "
+                                 f"choose one of {', '.join(task.val_metrics)}")
         return self
+
+    def options(self) -> Any:
+        """The section of this job's task (None when the task has none)."""
+        return get_task(self.task).options_of(self)
+
+    def selection(self) -> tuple[str, str]:
+        """The validation metric (name, mode) that Tune optimises: ``tune.metric`` (and ``tune.mode``),
+        else the task's selection metric; the direction is the one the task declares."""
+        task = get_task(self.task)
+        metric = (self.tune.metric if self.tune is not None else None) or task.selection_metric
+        mode = (self.tune.mode if self.tune is not None else None) or task.val_metrics[metric]
+        return metric, mode
 
 
 def _check_dotted_field(spec: BaseModel, dotted: str) -> None:
     obj: Any = spec
     parts = dotted.split(".")
     for i, part in enumerate(parts):
-        fields = type(obj).model_fields if isinstance(obj, BaseModel) else {}
+        fields = {**type(obj).model_fields, **(obj.__pydantic_extra__ or {})} if isinstance(obj, BaseModel) else {}
         if part not in fields:
             raise ValueError(f"tune.space key '{dotted}' is not a job field")
         obj = getattr(obj, part)
@@ -369,24 +318,6 @@ def set_dotted(doc: dict, dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
-    """Turn ``["train.epochs=3", "model.hidden=[64]"]`` into (key, YAML-parsed value) pairs."""
-    out = []
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise DlmineError(f"--set expects key=value, got '{pair}'")
-        key, raw = pair.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise DlmineError(f"--set expects key=value, got '{pair}'")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        out.append((key, value))
-    return out
-
-
 def spec_from_dict(doc: dict, overrides: Optional[list[tuple[str, Any]]] = None) -> JobSpec:
     """Validate a job given as a dict (plus dotted overrides); raise DlmineError naming the field."""
     if not isinstance(doc, dict):
@@ -398,40 +329,3 @@ def spec_from_dict(doc: dict, overrides: Optional[list[tuple[str, Any]]] = None)
         return JobSpec.model_validate(doc)
     except ValidationError as err:
         raise DlmineError(_format_validation_error(err)) from None
-
-
-def load_job(path: Union[str, os.PathLike], overrides: Optional[list[tuple[str, Any]]] = None) -> JobSpec:
-    """Read and validate a YAML job file. Relative local data paths resolve against the current
-    directory, as they would for any command-line tool."""
-    p = Path(path)
-    if not p.is_file():
-        raise DlmineError(f"job file not found: {p}")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "parse error"
-        raise DlmineError(f"job file {p} is not valid YAML{where}: {problem}") from None
-    if doc is None:
-        doc = {}
-    return spec_from_dict(doc, overrides)
-
-
-def coerce_spec(job: Union[JobSpec, dict, str, os.PathLike], overrides=None) -> JobSpec:
-    """Accept a JobSpec, a dict or a YAML path; return a validated JobSpec."""
-    if isinstance(job, JobSpec):
-        if overrides:
-            return spec_from_dict(job.model_dump(), overrides)
-        return job
-    if isinstance(job, dict):
-        return spec_from_dict(job, overrides)
-    return load_job(job, overrides)
-
-
-def monitor_for(spec: JobSpec) -> tuple[str, str]:
-    """The validation metric (name, mode) that early stopping and Tune optimise."""
-    if spec.tune is not None and spec.tune.metric:
-        mode = spec.tune.mode or ("max" if any(k in spec.tune.metric for k in ("acc", "auc", "r2", "f1")) else "min")
-        return spec.tune.metric, mode
-    return "val_loss", "min"

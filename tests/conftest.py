@@ -19,7 +19,7 @@ def _ensure_ray():
     import ray
 
     if not ray.is_initialized():
-        from dlmine_ray.cluster import ray_session
+        from dlmine_ray.runtime.session import ray_session
 
         cm = ray_session(num_cpus=2, object_store_mb=512)
         cm.__enter__()

@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 
 from conftest import write_job
 from dlmine_ray.cli import main
-from dlmine_ray.report.html import metrics_html, metrics_table
+from dlmine_ray.report.page import metrics_html, metrics_table
 from dlmine_ray.tasks import bootstrap as bs
 from dlmine_ray.tasks import get_task
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from dlmine_ray.demo import demo_jobs
-from dlmine_ray.spec import TASKS, load_job
+from dlmine_ray.app.demo import demo_jobs
+from dlmine_ray.app.jobfile import load_job
+from dlmine_ray.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "jobs").glob("*.yaml")) + demo_jobs()

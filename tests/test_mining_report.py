@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from dlmine_ray.report.mining import cluster_profile, write_mining_report
+from dlmine_ray.report.page import write_report
+from dlmine_ray.tasks import get_task
+from dlmine_ray.tasks.cluster import cluster_profile
 from dlmine_ray.spec import spec_from_dict
 
 FEATURES = ["petal_length", "sepal_width", "color=red", "color=blue"]
@@ -69,7 +71,7 @@ def test_cluster_report(tmp_path):
     spec = spec_from_dict({"task": "cluster", "data": {"labels": "label"}})
     metrics, material, info = _cluster_inputs()
     out = tmp_path / "report.html"
-    write_mining_report(out, spec, _profile(), _history(["pretrain", "refine"]), metrics, material, info)
+    write_report(out, get_task(spec.task), spec, metrics, profile=_profile(), history=_history(["pretrain", "refine"]), material=material, info=info)
     page = out.read_text()
     for heading in ("Metrics", "Cluster map", "Cluster sizes", "Choosing k", "Cluster profiles",
                     "Learning curves", "Data profile", "Job"):
@@ -108,7 +110,7 @@ def test_cluster_edge_cases(tmp_path):
     material["means_encoded"] = material["overall_encoded"][None, :].copy()
     info["k_scores"] = {}
     out = tmp_path / "report.html"
-    write_mining_report(out, spec, _profile(), [], metrics, material, info)
+    write_report(out, get_task(spec.task), spec, metrics, profile=_profile(), history=[], material=material, info=info)
     page = out.read_text()
     assert "<h2>Choosing k</h2>" not in page
     assert "(as overall)" in page
@@ -140,7 +142,7 @@ def test_detect_report(tmp_path):
     thr = float(np.quantile(scores, 0.9))
     metrics, material, info = _detect_inputs(scores, thr, int((scores > thr).sum()))
     out = tmp_path / "report.html"
-    write_mining_report(out, spec, _profile(len(scores)), _history(["fit"]), metrics, material, info)
+    write_report(out, get_task(spec.task), spec, metrics, profile=_profile(len(scores)), history=_history(["fit"]), material=material, info=info)
     page = out.read_text()
     for heading in ("Metrics", "Anomaly scores", "Top anomalies", "Learning curves", "Data profile", "Job"):
         assert f"<h2>{heading}</h2>" in page, heading
@@ -159,6 +161,6 @@ def test_detect_nothing_flagged_all_zero_scores(tmp_path):
     for key in [k for k in metrics if "roc_auc" in k or "precision" in k]:
         metrics.pop(key)
     out = tmp_path / "report.html"
-    write_mining_report(out, spec, _profile(50), _history(["pretrain", "svdd"]), metrics, material, info)
+    write_report(out, get_task(spec.task), spec, metrics, profile=_profile(50), history=_history(["pretrain", "svdd"]), material=material, info=info)
     page = out.read_text()
     assert "<h2>Anomaly scores</h2>" in page and "0 rows flagged" in page

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_job
-from dlmine_ray.runner import run_job
+from dlmine_ray.app.run import run_job
 
 
 def _frame(rows: int = 240, seed: int = 0) -> pd.DataFrame:

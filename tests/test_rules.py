@@ -225,7 +225,7 @@ def test_rule_recount_matches_brute_force(tmp_path, ray_local):
     # against counting every candidate with Python sets
     import ray
 
-    from dlmine_ray.data.transactions import count_items, count_rules
+    from dlmine_ray.mining.passes import count_items, count_rules
 
     rng = np.random.default_rng(5)
     baskets = [[f"i{j}" for j in rng.integers(0, 15, rng.integers(0, 8))] for _ in range(400)]

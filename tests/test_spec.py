@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.spec import load_job, parse_overrides, spec_from_dict
+from dlmine_ray.app.jobfile import load_job, parse_overrides
+from dlmine_ray.spec import spec_from_dict
 
 README_EXAMPLE = """
 name: digits

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from dlmine_ray.errors import DlmineError
+from dlmine_ray.errors import DlmineError, failing_as
 
 SPLIT_COL = "__split"
 SPLITS = ("train", "valid", "test")
@@ -23,7 +23,7 @@ _MAX_DISTINCT = 20_000  # per block; categorical columns wider than this are not
 def split_codes(keys: np.ndarray, valid: float, test: float, seed: int) -> np.ndarray:
     """Split codes (0 train, 1 valid, 2 test) from uint64 row keys, mixed with ``seed``: the same
     key gives the same split on every run, whatever the block order or number of workers."""
-    from dlmine_ray.data.read import splitmix64
+    from dlmine_ray.data.keys import splitmix64
 
     x = splitmix64(keys.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64))
     u = (x >> np.uint64(11)).astype(np.float64) / float(2**53)
@@ -197,7 +197,7 @@ def with_split_column(df: pd.DataFrame, key_cols: Optional[list[str]], valid: fl
     With ``key_cols`` (data.group, else data.id) the split hashes their values; without, it comes
     from ``ROW_KEY`` (the row's file and position), so that copies of one row are split like any
     other rows and a row's split never depends on its values (its target included)."""
-    from dlmine_ray.data.read import ROW_KEY
+    from dlmine_ray.data.keys import ROW_KEY
 
     if key_cols:
         codes = assign_split(df, key_cols, valid, test, seed) if len(df) else np.zeros(0, np.int8)
@@ -220,15 +220,9 @@ def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str
 def profile_dataset(ds, target: str, categorical_target: bool, split_key: Optional[str],
                     valid: float, test: float, seed: int) -> DataProfile:
     """Run the stats pass over a Ray Dataset and merge the per-block results on the driver."""
-    from dlmine_ray.data.read import first_line
-
     fn = _stats_fn(target, categorical_target, [split_key] if split_key else None, valid, test, seed)
-    try:
+    with failing_as("cannot read data"):
         parts = ds.map_batches(fn, batch_format="pandas", batch_size=None).take_all()
-    except DlmineError:
-        raise
-    except Exception as err:
-        raise DlmineError(f"cannot read data: {first_line(err)}") from None
     rows = [0, 0, 0]
     order: list[str] = []
     columns: dict[str, ColumnStats] = {}
@@ -246,48 +240,44 @@ def profile_dataset(ds, target: str, categorical_target: bool, split_key: Option
     return DataProfile(rows, order, columns, by_split if categorical_target else [])
 
 
-def check_profile(profile: DataProfile, spec, features: list[str]) -> list[str]:
-    """Raise DlmineError for data that cannot train: empty, too few rows, bad target, labels or
-    features. Return the feature columns to use (constant ones dropped where the job asks)."""
-    from dlmine_ray.spec import SUPERVISED
-
+def check_profile(profile: DataProfile, spec, task, features: list[str]) -> list[str]:
+    """Raise DlmineError for data that cannot train: empty, too few rows, a bad target or truth
+    column, bad features; then run the task's own checks (``task.check_data``). Return the
+    feature columns to use (constant ones dropped where the job asks)."""
     if profile.n_rows == 0:
         raise DlmineError("the dataset is empty: no rows were read")
     cols = ", ".join(profile.order[:20])
-    if spec.task not in SUPERVISED:
-        return _check_unsupervised(profile, spec, features, cols)
-    target = spec.data.target
-    if target not in profile.columns:
-        raise DlmineError(f"target column '{target}' not found; columns are: {cols}")
+    d = spec.data
+    truth = task.truth_column(spec)
+    if task.target_kind is not None:
+        if truth not in profile.columns:
+            raise DlmineError(f"target column '{truth}' not found; columns are: {cols}")
+    elif truth is not None and truth not in profile.columns:
+        raise DlmineError(f"labels column '{truth}' (data.labels) not found; columns are: {cols}")
     _check_named_columns(profile, spec)
     if not features:
-        raise DlmineError("no feature columns left after removing the target, id and ignored columns")
-    need = {"train": 2, "valid": 1 if spec.data.split.valid > 0 else 0, "test": 1}
-    for i, name in enumerate(SPLITS):
-        if profile.rows[i] < need[name]:
-            raise DlmineError(
-                f"too few rows ({profile.n_rows}) for the split: the {name} split got {profile.rows[i]} rows; "
-                "add data or change data.split")
-    st = profile.columns[target]
-    if st.nulls:
-        raise DlmineError(f"target column '{target}' has {st.nulls} missing (null/NaN) values")
-    if spec.task == "regress":
-        if "nested" in st.dtypes or st.non_numeric:
-            raise DlmineError(f"target column '{target}' must be numeric for task regress "
-                              f"(found value '{st.example_bad}')")
-        if st.nonfinite:
-            raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
-        if st.t_count and st.t_flat:
-            raise DlmineError(f"target column '{target}' is constant in the training split")
+        what = "target" if task.target_kind is not None else "labels"
+        raise DlmineError(f"no feature columns left after removing the {what}, id and ignored columns")
+    if task.scores_every_row:  # every non-validation row trains
+        trainable = profile.rows[0] + profile.rows[2]
+        if trainable < 2 or (d.split.valid > 0 and profile.rows[1] < 1):
+            raise DlmineError(f"too few rows ({profile.n_rows}) to train and validate; add data or change "
+                              "data.split")
     else:
-        if st.nonfinite:
-            raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
-        if len(st.all_counts) < 2:
-            only = next(iter(st.all_counts), None)
-            raise DlmineError(f"target column '{target}' has only one class ({only!r}); classification needs two or more")
-        if len(profile.target_by_split[0]) < 2:
-            raise DlmineError(f"target column '{target}' has only one class in the training split")
+        trainable = profile.rows[0]
+        need = {"train": 2, "valid": 1 if d.split.valid > 0 else 0, "test": 1}
+        for i, name in enumerate(SPLITS):
+            if profile.rows[i] < need[name]:
+                raise DlmineError(
+                    f"too few rows ({profile.n_rows}) for the split: the {name} split got {profile.rows[i]} rows; "
+                    "add data or change data.split")
+    if task.target_kind is not None and profile.columns[truth].nulls:
+        raise DlmineError(f"target column '{truth}' has {profile.columns[truth].nulls} missing (null/NaN) values")
+    if task.target_kind is not None:
+        task.check_data(profile, spec, trainable)
     features = _drop_constant(profile, spec, features)
+    if task.target_kind is None:
+        task.check_data(profile, spec, trainable)
     _check_features(profile, features)
     return features
 
@@ -319,38 +309,6 @@ def _drop_constant(profile: DataProfile, spec, features: list[str]) -> list[str]
                           f"{', ...' if len(constant) > 5 else ''}): nothing to learn from")
     profile.dropped_constant = constant
     return [c for c in features if c not in constant]
-
-
-def _check_unsupervised(profile: DataProfile, spec, features: list[str], cols: str) -> list[str]:
-    d = spec.data
-    if d.labels is not None and d.labels not in profile.columns:
-        raise DlmineError(f"labels column '{d.labels}' (data.labels) not found; columns are: {cols}")
-    _check_named_columns(profile, spec)
-    if not features:
-        raise DlmineError("no feature columns left after removing the labels, id and ignored columns")
-    trainable = profile.rows[0] + profile.rows[2]  # cluster/detect train on every non-validation row
-    if trainable < 2 or (d.split.valid > 0 and profile.rows[1] < 1):
-        raise DlmineError(f"too few rows ({profile.n_rows}) to train and validate; add data or change data.split")
-    features = _drop_constant(profile, spec, features)
-    if spec.task == "cluster" and spec.cluster.k is not None and spec.cluster.k > trainable:
-        raise DlmineError(f"cluster.k = {spec.cluster.k} is larger than the number of training rows ({trainable})")
-    if spec.task == "detect" and d.labels is not None:
-        st = profile.columns[d.labels]
-        values = {str(_plain_label(v)) for v in st.all_counts}
-        if not values <= {"0", "1", "True", "False"} or st.nulls:
-            shown = ", ".join(sorted(values)[:5]) + (" and nulls" if st.nulls else "")
-            raise DlmineError(f"labels column '{d.labels}' must hold 0/1 or true/false (1 = anomaly) for task "
-                              f"detect; found {shown}")
-    _check_features(profile, features)
-    return features
-
-
-def _plain_label(v):
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return int(v)
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _check_features(profile: DataProfile, features: list[str]) -> None:

@@ -10,7 +10,8 @@ from typing import Sequence, Union
 
 import pandas as pd
 
-from dlmine_ray.errors import DlmineError
+from dlmine_ray.data.keys import ROW_KEY, is_uri, row_keys_array
+from dlmine_ray.errors import DlmineError, first_line
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
         ".ndjson": "json", ".csv.gz": "csv", ".json.gz": "json", ".jsonl.gz": "json"}
@@ -62,10 +63,6 @@ def wdbc_frame(seed: int = 0, n_anomalies: int = 10) -> pd.DataFrame:
     return out
 
 
-def _is_uri(p: str) -> bool:
-    return "://" in p and not p.startswith("file://")
-
-
 def _format_of(path: str) -> str | None:
     low = path.lower()
     for ext in sorted(_EXT, key=len, reverse=True):
@@ -81,7 +78,7 @@ def resolve_paths(path: Union[str, list[str]], fmt: str = "auto") -> tuple[list[
     items = [path] if isinstance(path, str) else list(path)
     files: list[str] = []
     for item in items:
-        if _is_uri(item):
+        if is_uri(item):
             files.append(item)
             continue
         item = item[len("file://"):] if item.startswith("file://") else item
@@ -112,46 +109,7 @@ def resolve_paths(path: Union[str, list[str]], fmt: str = "auto") -> tuple[list[
             what = "several formats" if len(kinds) > 1 else "no known extension"
             raise DlmineError(f"cannot tell the data format ({what}); set data.format to parquet, csv or json")
         fmt = kinds.pop()
-    return [os.path.abspath(f) if not _is_uri(f) else f for f in files], fmt
-
-
-#: the synthetic column of a run's read: a hash of the row's file and its position in that file
-ROW_KEY = "row_hash"
-#: CSV fields read as missing, as pandas reads them (pyarrow's defaults lack '' for text columns)
-CSV_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
-          "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-
-
-def row_keys(source: str, start: int, n: int):
-    """uint64 keys of rows ``start..start+n`` of ``source`` (a file path): the same mixing of a
-    hash of the path plus the position as Ray's ``read_parquet(include_row_hash=True)``, so a
-    row's key depends on where it is stored and never on its values, the block or the worker."""
-    import hashlib
-
-    import numpy as np
-
-    seed = np.uint64(int.from_bytes(hashlib.md5(source.encode("utf-8")).digest()[:8], "little"))
-    with np.errstate(over="ignore"):
-        return splitmix64(seed + np.arange(start, start + n, dtype=np.uint64))
-
-
-def splitmix64(x):
-    """The splitmix64 finaliser of a uint64 array (a bijection that spreads nearby keys)."""
-    import numpy as np
-
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def row_keys_array(source: str, start: int, n: int):
-    """``row_keys`` as a pyarrow array."""
-    import pyarrow as pa
-
-    return pa.array(row_keys(source, start, n))
+    return [os.path.abspath(f) if not is_uri(f) else f for f in files], fmt
 
 
 def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool = False,
@@ -194,7 +152,7 @@ def _check_reserved(ds) -> None:
     import pyarrow.parquet as pq
 
     first = ds.input_files()[:1]
-    if first and not _is_uri(first[0]) and ROW_KEY in pq.read_schema(first[0]).names:
+    if first and not is_uri(first[0]) and ROW_KEY in pq.read_schema(first[0]).names:
         raise DlmineError(f"column '{ROW_KEY}' is reserved (a run adds it to key each row's split); "
                           "rename it in the data")
 
@@ -236,21 +194,6 @@ def _parallelism(n_files: int) -> int:
 
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 2
     return max(1, min(2 * cpus, max(n_files, 2 * cpus)))
-
-
-def first_line(err: BaseException) -> str:
-    """The most specific one-line message inside a (possibly Ray-wrapped) exception."""
-    cause = err
-    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
-        cause = cause.cause
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    # Ray's task errors carry the traceback; the last line holds the message.
-    for ln in reversed(lines):
-        if not ln.startswith(("File ", "Traceback", "^", "~")):
-            return ln[:300]
-    return type(cause).__name__
 
 
 def dataset_columns(ds) -> tuple[list[str], dict]:

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ray.data import Datasource
 
-from dlmine_ray.data.read import CSV_NA, ROW_KEY, _is_uri, row_keys_array
+from dlmine_ray.data.keys import CSV_NA, ROW_KEY, is_uri, row_keys_array
 
 
 class KeyedTextFiles(Datasource):
@@ -23,7 +23,7 @@ class KeyedTextFiles(Datasource):
 
     def estimate_inmemory_data_size(self) -> Optional[int]:
         """The files' total size in bytes, where it can be told cheaply (local files)."""
-        if any(_is_uri(f) for f in self.files):
+        if any(is_uri(f) for f in self.files):
             return None
         return sum(os.path.getsize(f) for f in self.files)
 
@@ -35,7 +35,7 @@ class KeyedTextFiles(Datasource):
 
         tasks = []
         for f in self.files:
-            size = None if _is_uri(f) else os.path.getsize(f)
+            size = None if is_uri(f) else os.path.getsize(f)
             meta = BlockMetadata(num_rows=None, size_bytes=size, exec_stats=None, input_files=(f,))
             tasks.append(ReadTask(lambda f=f: self._read_file(f), meta, per_task_row_limit=per_task_row_limit))
         return tasks
@@ -45,9 +45,9 @@ class KeyedTextFiles(Datasource):
         import pyarrow.csv as pcsv
         import pyarrow.fs as pfs
 
-        fs, where = pfs.FileSystem.from_uri(path) if _is_uri(path) else (pfs.LocalFileSystem(), path)
+        fs, where = pfs.FileSystem.from_uri(path) if is_uri(path) else (pfs.LocalFileSystem(), path)
         offset = 0
-        with fs.open_input_stream(where, compression="detect") as stream:
+        with fs.open_input_stream(where) as stream:  # decompressed by the file's extension (.gz...)
             if self.fmt == "csv":
                 conv = pcsv.ConvertOptions(null_values=self.na_values, strings_can_be_null=True)
                 reader = pcsv.open_csv(stream, convert_options=conv,

@@ -1,41 +1,119 @@
-"""The contract every mining task fulfils. A task knows nothing about Ray: it builds the model
-from the feature layout, gives the loss of one batch, additive statistics from which the loop
-computes validation metrics, and turns model outputs into predictions and test metrics.
+"""The contract every mining task fulfils: the unit of extension. A task knows nothing about Ray.
+
+A task declares what kind of data it reads (``data_kind``, which picks the pipeline), its section
+of the job spec (``options``: a pydantic class, registered with the task, from which the job
+schema is built), the data fields it reads, its data checks, its validation metrics and the one
+that selects the model (early stopping, the kept checkpoint, Tune's default), its test metrics
+with their directions, its outputs and its report sections. It builds the model from the feature
+layout, gives the loss of one batch and additive statistics from which the loop computes
+validation metrics, and turns scored rows into its result table and metrics (``mine``).
 
 A task may train in several stages (an autoencoder, then a clustering or SVDD objective): the
-runner runs the same loop once per name in ``stages``, and between stages hands the task the
-trained model and a sample of encoded rows (``UnsupervisedTask.after_stage``) to set up the
-next stage.
-Supervised tasks implement ``loss``/``batch_sums``; the defaults of ``step_loss``/``eval_sums``
-call them with ``model(x)``."""
+pipeline runs the same loop once per name in ``stages``, and between stages hands the task the
+trained model and a sample of encoded rows (``after_stage``) to set up the next stage.
+The defaults make the simple case short: ``step_loss``/``eval_sums`` call ``loss``/``batch_sums``
+with ``model(x)``; a supervised task (``SupervisedTask``) only says its loss, metrics, prediction
+columns and baseline."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+
+class Options(BaseModel):
+    """Base of a task's section of the job spec (``job.<task name>.*``): unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass
+class StageSetup:
+    """What ``after_stage`` hands the next stage: updates to the task's ``info``, tensors to load
+    into the model, and optionally the rows (features, target) that the next stage trains on
+    instead of the training split (e.g. a sample with pseudo-labels)."""
+
+    info: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    train_on: Optional[tuple[np.ndarray, np.ndarray]] = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MiningResult:
+    """A task's result table (one row per scored row), its metrics, and material for the report."""
+
+    table: pd.DataFrame
+    metrics: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:
     """Base class; subclasses set the class attributes and implement the methods."""
 
     name: str = ""
+    #: the kind of data the task reads: "rows" (a table) or "transactions" (baskets); picks the pipeline
+    data_kind: str = "rows"
+    #: the task's section of the job spec (``job.<name>``), or None when it has no options
+    options: Optional[type[Options]] = None
+    #: the task-specific fields of ``data`` it reads (target, labels, normal_when, items, transaction)
+    data_fields: tuple[str, ...] = ()
     #: "categorical" targets are encoded as class indices, "numeric" ones standardised; None
     #: for tasks that learn from the features alone (the loop then sees a dummy target).
-    target_kind: str | None = "numeric"
-    #: the validation metric shown next to val_loss, and its direction.
-    val_metric: str = "val_loss"
-    val_mode: str = "min"
+    target_kind: Optional[str] = None
+    #: the target column when the job names none (supervised tasks)
+    default_target: Optional[str] = None
+    #: True: every non-validation row trains and every row is scored (no test split); False:
+    #: the training split trains and the test split is scored
+    scores_every_row: bool = False
+    #: whether ``tune:`` can select this task's model
+    tunable: bool = False
+    #: the validation metrics each epoch reports, each with its direction
+    val_metrics: dict[str, str] = {"val_loss": "min"}
+    #: the validation metric that selects the model: early stopping, the kept checkpoint, Tune's default
+    selection_metric: str = "val_loss"
     #: what the run compares the deep model with, for tables and reports
-    baseline_name: str = "HGB"
-    #: the columns the task writes beside the kept id (and labels) columns of each row
+    baseline_name: str = ""
+    #: the columns the task writes beside the kept id (and truth) columns of each row
     result_columns: tuple[str, ...] = ()
+    #: the file the result table is written to
+    result_file: str = "results.parquet"
     #: the test metrics the task reports, each with its direction ("max": higher is better)
     metric_modes: dict[str, str] = {}
+    #: the metrics the demo's summary shows
+    headline: tuple[str, ...] = ()
 
+    # -- the job ---------------------------------------------------------------------------------
+    def options_of(self, spec: Any) -> Optional[Options]:
+        """This task's section of ``spec`` (None when the task has no options)."""
+        return getattr(spec, self.name) if self.options is not None else None
+
+    def check_spec(self, spec: Any) -> None:
+        """Cross-field rules of a job of this task that need no data; raise ValueError naming the field."""
+
+    def quick_overrides(self, spec: Any) -> list[tuple[str, Any]]:
+        """The dotted overrides of a smoke run (``dlmine demo --quick``): two epochs, two trials."""
+        return [("train.epochs", 2)] + ([("tune.num_samples", 2)] if spec.tune is not None else [])
+
+    def truth_column(self, spec: Any) -> Optional[str]:
+        """The column the task's metrics compare with: the target, or a ground-truth labels column."""
+        return None
+
+    # -- the data --------------------------------------------------------------------------------
+    def check_data(self, profile: Any, spec: Any, trainable: int) -> None:
+        """Task-specific checks on the profiled data (``trainable``: rows that train); raise DlmineError."""
+
+    def train_mask(self, df: pd.DataFrame, spec: Any) -> Optional[np.ndarray]:
+        """Of a batch of raw rows, those that may train (the others are only scored); None: all."""
+        return None
+
+    # -- the model and the loop --------------------------------------------------------------------
     def target_torch_dtype(self) -> torch.dtype:
         """The dtype of the encoded target tensor."""
         return torch.float32
@@ -51,7 +129,11 @@ class Task:
         return build_backbone(model_spec["kind"], n_features, self.output_dim(info), model_spec["hidden"],
                               model_spec["dropout"], model_spec.get("batch_norm", False))
 
-    # -- stages (single-stage by default) --------------------------------------------------
+    def initial_info(self, spec: Any, feature_names: list[str], target_info: dict) -> dict:
+        """The task's ``info`` before the first stage (JSON-able; saved with the model): by default
+        the preprocessor's target layout (classes, or the target's mean and std)."""
+        return dict(target_info)
+
     def stages(self, spec: Any) -> list[str]:
         """Names of the training stages, run in order by the same loop."""
         return ["fit"]
@@ -59,6 +141,11 @@ class Task:
     def stage_train(self, spec: Any, stage: str) -> dict:
         """The train settings (``spec.train`` as a dict) for ``stage``."""
         return spec.train.model_dump()
+
+    def stage_samples(self, spec: Any) -> dict[str, int]:
+        """How many encoded rows ``after_stage`` wants: {"train": n} of the training rows, {"all": n}
+        of all rows; empty when it needs none."""
+        return {}
 
     def start_stage(self, model: nn.Module, stage: str) -> None:
         """Prepare a model for a stage before it is wrapped for training (e.g. freeze parts that the
@@ -78,7 +165,6 @@ class Task:
         """Additive validation statistics of one batch."""
         return self.batch_sums(model(x), y)
 
-    # -- supervised tasks --------------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss of one batch."""
         raise NotImplementedError
@@ -88,23 +174,101 @@ class Task:
         raise NotImplementedError
 
     def epoch_metrics(self, sums: dict[str, float], info: dict) -> dict[str, float]:
-        """Validation metrics (``val_loss`` and ``self.val_metric``) from summed statistics."""
-        raise NotImplementedError
+        """Validation metrics (the keys of ``val_metrics``) from summed statistics."""
+        return {"val_loss": sums["loss_sum"] / max(sums["n"], 1.0)}
 
+    def after_stage(self, stage: str, model: nn.Module, samples: dict, info: dict, spec: Any) -> StageSetup:
+        """Set up the next stage (or finish the model) from ``samples`` ("train": encoded training
+        rows; "all": rows of all the data, where ``stage_samples`` asked for them)."""
+        return StageSetup()
+
+    # -- scoring and mining ------------------------------------------------------------------------
     def predict_columns(self, outputs: np.ndarray, info: dict) -> dict[str, np.ndarray]:
         """Prediction columns for a batch of raw model outputs."""
         raise NotImplementedError
 
-    def test_metrics(self, y_true: pd.Series, pred: pd.DataFrame, info: dict) -> dict[str, float]:
+    def fit_baseline(self, x_train: np.ndarray, y_train: np.ndarray, info: dict, spec: Any):
+        """The classic model the deep one is compared with, fitted on encoded training rows (used by
+        ``mine``), or None."""
+        return None
+
+    def mine(self, batches: Iterable[dict], info: dict, spec: Any, baseline, n_rows: int) -> MiningResult:
+        """Turn scored batches (numpy columns: ``features``, prediction columns, the kept id and
+        truth columns) into the result table, metrics (``baseline_*`` for the baseline) and report
+        material."""
+        raise NotImplementedError
+
+    # -- what the user sees ------------------------------------------------------------------------
+    def header_html(self, spec: Any, info: dict, metrics: dict, profile: Optional[dict], trials: int = 0) -> str:
+        """The report's line under the title: what ran on what (``trials``: tuning trials, 0 untuned)."""
+        return ""
+
+    def report_sections(self, spec: Any, metrics: dict, material: dict, info: dict) -> list[str]:
+        """The task's own sections of report.html (HTML strings, each opening with an <h2>)."""
+        return []
+
+    def summary_text(self, metrics: dict) -> Optional[str]:
+        """A one-line summary for the console instead of the metrics table, or None for the table."""
+        return None
+
+    def scale_text(self, metrics: dict) -> str:
+        """How much data the run learnt from and scored, for summary tables."""
+        scored = metrics["rows"] if self.scores_every_row else metrics["rows_test"]
+        return f"{metrics['rows_train']:,}/{scored:,}"
+
+
+class SupervisedTask(Task):
+    """Base of tasks that learn a target column: the training split trains, the test split is
+    scored; ``mine`` compares the predictions and the baseline's on the same rows, with paired
+    bootstrap intervals. Subclasses give the loss, metrics, prediction columns and baseline."""
+
+    data_fields = ("target",)
+    default_target = "label"
+    tunable = True
+    baseline_name = "HGB"
+    result_file = "predictions.parquet"
+
+    def truth_column(self, spec):
+        return spec.data.target
+
+    def test_metrics(self, y_true, pred: pd.DataFrame, info: dict) -> dict[str, float]:
         """Test-split metrics from true targets (original units/labels) and prediction columns."""
         raise NotImplementedError
 
-    def baseline_predictions(self, x_train, y_train, x_test, info: dict, seed: int) -> dict[str, np.ndarray]:
-        """Fit the scikit-learn baseline on encoded features; return its prediction columns for
-        ``x_test`` (the same columns as ``predict_columns``), scored by ``test_metrics`` too."""
+    def baseline_predict(self, baseline, x: np.ndarray, info: dict) -> dict[str, np.ndarray]:
+        """The baseline's prediction columns for encoded rows (the columns of ``predict_columns``)."""
         raise NotImplementedError
 
     def bootstrap_metrics(self, w: np.ndarray, y_true, pred, info: dict) -> dict[str, np.ndarray]:
         """The test metrics of each weighted draw of the test rows: ``w`` is (replicates, rows)
         (see ``tasks/bootstrap.py``); returns metric name -> (replicates,) values."""
         raise NotImplementedError
+
+    def mine(self, batches, info, spec, baseline, n_rows):
+        from dlmine_ray.tasks.bootstrap import paired_intervals
+
+        d = spec.data
+        parts: dict[str, list] = {}
+        for b in batches:
+            for k, v in b.items():
+                parts.setdefault(k, []).append(v)
+        cols = {k: np.concatenate(v) for k, v in parts.items()}
+        x = cols.pop("features")
+        y_true = cols[d.target]
+        pred = pd.DataFrame({**({d.id: cols.pop(d.id)} if d.id else {}), **cols})
+        metrics = dict(self.test_metrics(y_true, pred, info))
+        base_pred = None
+        if baseline is not None:
+            base_pred = pd.DataFrame(self.baseline_predict(baseline, x, info))
+            metrics.update({f"baseline_{k}": v for k, v in self.test_metrics(y_true, base_pred, info).items()})
+        preds = {"deep": pred, "baseline": base_pred}
+        metrics.update(paired_intervals(lambda w, which: self.bootstrap_metrics(w, y_true, preds[which], info),
+                                        len(pred), base_pred is not None, spec.train.seed))
+        return MiningResult(pred, metrics, {"predictions": pred})
+
+    def header_html(self, spec, info, metrics, profile, trials=0):
+        import html
+
+        tuned = f" · the best of {trials} tuning trials" if trials else ""
+        return (f'<p class="muted">task <b>{spec.task}</b> · target <b>{html.escape(spec.data.target)}</b> · '
+                f'{(profile or {}).get("rows", 0):,} rows · model {spec.model.kind} {spec.model.hidden}{tuned}</p>')

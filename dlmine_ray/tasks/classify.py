@@ -6,19 +6,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlmine_ray.tasks.base import Task
+from dlmine_ray.errors import DlmineError
+from dlmine_ray.tasks.base import SupervisedTask
 
 
 def _proba_column(cls) -> str:
     return f"proba_{cls}"
 
 
-class ClassifyTask(Task):
+class ClassifyTask(SupervisedTask):
     name = "classify"
     target_kind = "categorical"
-    val_metric = "val_accuracy"
-    val_mode = "max"
+    val_metrics = {"val_loss": "min", "val_accuracy": "max"}
     metric_modes = {"accuracy": "max", "f1_macro": "max", "roc_auc": "max", "log_loss": "min"}
+    headline = ("accuracy", "roc_auc")
+
+    def check_data(self, profile, spec, trainable):
+        target = spec.data.target
+        st = profile.columns[target]
+        if st.nonfinite:
+            raise DlmineError(f"target column '{target}' has {st.nonfinite} infinite values")
+        if len(st.all_counts) < 2:
+            only = next(iter(st.all_counts), None)
+            raise DlmineError(f"target column '{target}' has only one class ({only!r}); classification needs two "
+                              "or more")
+        if len(profile.target_by_split[0]) < 2:
+            raise DlmineError(f"target column '{target}' has only one class in the training split")
 
     def target_torch_dtype(self):
         return torch.int64
@@ -71,18 +84,26 @@ class ClassifyTask(Task):
             out["roc_auc"] = bs.macro_ovr_auc(w, np.searchsorted(present, y), p)
         return out
 
-    def baseline_predictions(self, x_train, y_train, x_test, info, seed):
+    def fit_baseline(self, x_train, y_train, info, spec):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        model = HistGradientBoostingClassifier(random_state=seed)
-        model.fit(x_train, y_train)
-        proba_present = model.predict_proba(x_test)
+        return HistGradientBoostingClassifier(random_state=spec.train.seed).fit(x_train, y_train)
+
+    def baseline_predict(self, baseline, x, info):
+        proba_present = baseline.predict_proba(x)
         classes = info["classes"]
-        proba = np.zeros((x_test.shape[0], len(classes)))
-        proba[:, model.classes_.astype(int)] = proba_present
+        proba = np.zeros((x.shape[0], len(classes)))
+        proba[:, baseline.classes_.astype(int)] = proba_present
         cols = {"prediction": np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
         cols.update({_proba_column(c): proba[:, j] for j, c in enumerate(classes)})
         return cols
+
+    def report_sections(self, spec, metrics, material, info):
+        pred = material.get("predictions")
+        if pred is None:
+            return []
+        return ["<h2>Test predictions</h2>", "<h3>Confusion matrix</h3>" + _confusion(pred, spec.data.target,
+                                                                                   info["classes"])]
 
 
 def _class_indices(values, classes) -> np.ndarray:
@@ -125,3 +146,27 @@ def _classification_metrics(y_true, y_pred, proba, classes) -> dict[str, float]:
         out["roc_auc"] = float(skm.roc_auc_score(np.array([remap[v] for v in y_idx]), p,
                                                  multi_class="ovr", average="macro"))
     return out
+
+
+def _confusion(pred, target: str, classes: list) -> str:
+    """An <img>: the test split's confusion matrix."""
+    from sklearn.metrics import confusion_matrix
+
+    from dlmine_ray.report.kit import plt, png
+
+    labels = [str(c) for c in classes]
+    cm = confusion_matrix(pred[target].astype(str), pred["prediction"].astype(str), labels=labels)
+    size = min(9.0, 2.5 + 0.45 * len(labels))
+    fig, ax = plt().subplots(figsize=(size, size * 0.85))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 8 else 0)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 20:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title("confusion matrix (test split)")
+    return png(fig)

@@ -13,25 +13,69 @@ centres can express them; then "refine" (DEC). ``k`` is given or chosen over ``k
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Literal, Optional
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
+from dlmine_ray.errors import DlmineError
+from dlmine_ray.tasks.base import MiningResult, Options, StageSetup
 from dlmine_ray.tasks.bootstrap import agreement, paired_intervals
-from dlmine_ray.tasks.unsupervised import MiningResult, StageSetup, UnsupervisedTask
+from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line
 
 _EPS = 1e-10
 
 
+class ClusterOptions(Options):
+    """Deep clustering: autoencoder pre-training (train.*), k-means on the codes, then DEC
+    refinement (Xie et al. 2016) as a second stage of the same training loop."""
+
+    k: Optional[int] = Field(None, ge=2, description="number of clusters; default: chosen over k_range")
+    k_range: list[int] = Field(default_factory=lambda: [2, 12], description="[min, max] k tried by silhouette")
+    init: Literal["kmeans", "umap"] = Field(
+        "umap", description="initial clusters of the sampled codes: k-means on the codes, or k-means on a UMAP "
+                            "embedding of them (then distilled into the centres)")
+    init_on: Literal["codes", "features"] = Field(
+        "features", description="what the initial clustering sees: the autoencoder's codes, or the preprocessed "
+                             "features")
+    noise: float = Field(0.2, ge=0.0, description="std of the denoising noise in pre-training")
+    distill_epochs: int = Field(30, ge=0, description="umap init: epochs teaching the centres the sample's "
+                                                      "clusters")
+    refine_epochs: int = Field(30, ge=0, description="DEC epochs after pre-training; 0 = autoencoder + k-means")
+    refine_lr: float = Field(1e-4, gt=0.0)
+    alpha: float = Field(1.0, gt=0.0, description="degrees of freedom of DEC's Student-t kernel")
+    sample_rows: int = Field(10_000, ge=100, description="rows sampled for silhouette and for choosing k")
+
+    @field_validator("k_range")
+    @classmethod
+    def _k_range(cls, v):
+        if len(v) != 2 or v[0] < 2 or v[1] < v[0]:
+            raise ValueError("cluster.k_range must be [min, max] with 2 <= min <= max")
+        return v
+
+
 class ClusterTask(UnsupervisedTask):
     name = "cluster"
+    options = ClusterOptions
     baseline_name = "k-means"
     result_columns = ("cluster", "confidence", "map_x", "map_y")
     metric_modes = {"nmi": "max", "ari": "max", "acc": "max", "silhouette": "max", "davies_bouldin": "min"}
     result_file = "clusters.parquet"
+    headline = ("nmi", "silhouette")
+
+    def quick_overrides(self, spec):
+        return super().quick_overrides(spec) + [("cluster.distill_epochs", 2), ("cluster.refine_epochs", 2)]
+
+    def check_data(self, profile, spec, trainable):
+        if spec.cluster.k is not None and spec.cluster.k > trainable:
+            raise DlmineError(f"cluster.k = {spec.cluster.k} is larger than the number of training rows "
+                              f"({trainable})")
+
+    def stage_samples(self, spec):
+        return {"train": spec.cluster.sample_rows}
 
     def stages(self, spec):
         c = spec.cluster
@@ -47,7 +91,7 @@ class ClusterTask(UnsupervisedTask):
             tr.update(epochs=spec.cluster.refine_epochs, lr=spec.cluster.refine_lr, early_stopping=0, keep="last")
         return tr
 
-    def initial_info(self, spec, feature_names):
+    def initial_info(self, spec, feature_names, target_info):
         return {"feature_names": list(feature_names), "alpha": spec.cluster.alpha, "noise": spec.cluster.noise,
                 "k": 0}
 
@@ -132,10 +176,10 @@ class ClusterTask(UnsupervisedTask):
                 "map_x": outputs[:, k].astype(np.float32), "map_y": outputs[:, k + 1].astype(np.float32)}
 
     # -- mining ----------------------------------------------------------------------------
-    def fit_baseline(self, x_train, info, spec, seed):
+    def fit_baseline(self, x_train, y_train, info, spec):
         from sklearn.cluster import KMeans
 
-        return KMeans(int(info["k"]), n_init=10, random_state=seed).fit(x_train)
+        return KMeans(int(info["k"]), n_init=10, random_state=spec.train.seed).fit(x_train)
 
     def mine(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> MiningResult:
         k = int(info["k"])
@@ -184,6 +228,42 @@ class ClusterTask(UnsupervisedTask):
         table = table[[c for c in order if c in table.columns]]
         return MiningResult(table, metrics, {"sizes": sizes, "means_encoded": means, "overall_encoded": overall,
                                              "map": table.sample(min(len(table), 5000), random_state=0)})
+
+    # -- the report ----------------------------------------------------------------------------
+    def header_html(self, spec, info, metrics, profile, trials=0):
+        m, c = spec.model, spec.cluster
+        k = info.get("k") or c.k
+        extra = (f"k = {k}" if k else "k chosen") + f" · init {info.get('init', c.init)}" \
+            + (f" · DEC refinement ({c.refine_epochs} epochs)" if c.refine_epochs else "")
+        return header_line(spec, profile, f"autoencoder {m.hidden} → latent {m.latent}", extra)
+
+    def report_sections(self, spec, metrics, material, info):
+        from dlmine_ray.report.kit import table
+
+        parts = []
+        sample = material.get("map")
+        if isinstance(sample, pd.DataFrame) and len(sample) and {"map_x", "map_y", "cluster"} <= set(sample.columns):
+            parts.append("<h2>Cluster map</h2>")
+            parts.append(f'<p class="muted">{len(sample):,} sampled rows placed by the two principal axes of '
+                         'their autoencoder codes.</p>')
+            parts.append(_cluster_map(sample, spec.data.labels))
+        sizes = material.get("sizes")
+        if sizes is not None and len(sizes):
+            parts.append("<h2>Cluster sizes</h2>" + _cluster_sizes(np.asarray(sizes)))
+        k_scores = info.get("k_scores") or {}
+        if k_scores:
+            parts.append("<h2>Choosing k</h2>" + _k_scores_plot(k_scores, info.get("k", metrics.get("k"))))
+        if sizes is not None and "means_encoded" in material and "overall_encoded" in material:
+            parts.append("<h2>Cluster profiles</h2>")
+            parts.append("<p>Each row is one cluster. Its distinguishing features are those whose mean inside the "
+                         "cluster lies farthest from the mean over all rows, measured on the model's inputs "
+                         "(numeric columns standardised, so 1 is one standard deviation; categorical columns as "
+                         "0/1 shares). Values are shown in original units: the cluster's mean for a numeric "
+                         "column, or for <i>column=value</i> the share of the cluster's rows with that value; in "
+                         "brackets the same over all rows.</p>")
+            parts.append(table(cluster_profile(material, info.get("feature_names", [])),
+                               left=("share", "distinguishing features")))
+        return parts
 
 
 def init_space(z: np.ndarray, init: str, seed: int) -> np.ndarray:
@@ -251,3 +331,90 @@ def label_metrics(truth: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     return {"nmi": float(skm.normalized_mutual_info_score(t, c)),
             "ari": float(skm.adjusted_rand_score(t, c)),
             "acc": float(table[rows, cols].sum() / max(len(t), 1))}
+
+
+# -- the report's pictures and tables ----------------------------------------------------------
+
+def _cluster_map(sample: pd.DataFrame, labels_col: Optional[str]) -> str:
+    """An <img>: the sampled rows on the 2-D map, by cluster and, if present, by ground-truth label."""
+    from dlmine_ray.report.kit import colour, plt, png
+
+    panels = [("cluster", "by cluster")]
+    if labels_col and labels_col in sample:
+        panels.append((labels_col, f"by label '{labels_col}'"))
+    fig, axes = plt().subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), squeeze=False)
+    for ax, (col, title) in zip(axes[0], panels):
+        values = sample[col].astype(object).where(sample[col].notna(), "missing")
+        # numbers in order, then strings ("missing" among them)
+        groups = sorted(values.unique(), key=lambda v: (isinstance(v, str), 0 if isinstance(v, str) else v, str(v)))
+        for i, g in enumerate(groups):
+            pick = (values == g).to_numpy()
+            ax.scatter(sample["map_x"][pick], sample["map_y"][pick], s=5, alpha=0.6, color=colour(i, len(groups)),
+                       label=str(g))
+        if len(groups) <= 20:  # a longer legend hides the map
+            ax.legend(fontsize=7, markerscale=2.5, loc="best", title=col)
+        ax.set_title(f"2-D map of the codes, {title}")
+        ax.set_xticks([]), ax.set_yticks([])
+    return png(fig)
+
+
+def _cluster_sizes(sizes: np.ndarray) -> str:
+    """An <img>: a bar of rows per cluster."""
+    from dlmine_ray.report.kit import colour, plt, png
+
+    k = len(sizes)
+    fig, ax = plt().subplots(figsize=(min(10.0, 2.5 + 0.4 * k), 2.8))
+    ax.bar(range(k), sizes, color=[colour(i, k) for i in range(k)])
+    ax.set_xticks(range(k), [str(i) for i in range(k)], rotation=90 if k > 20 else 0)
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("rows")
+    ax.set_title("cluster sizes (all rows)")
+    return png(fig)
+
+
+def _k_scores_plot(k_scores: dict, k: Any) -> str:
+    """An <img>: silhouette of the initial clusters against k, the chosen k marked."""
+    from dlmine_ray.report.kit import plt, png
+
+    pairs = sorted((int(kk), float(v)) for kk, v in k_scores.items())
+    ks, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+    fig, ax = plt().subplots(figsize=(5.5, 3.0))
+    ax.plot(ks, vals, marker="o")
+    if k is not None and int(k) in ks:
+        ax.axvline(int(k), color="tab:red", lw=1, ls="--", label=f"chosen k = {int(k)}")
+        ax.legend()
+    ax.set_xlabel("k")
+    ax.set_ylabel("silhouette")
+    ax.set_title("choosing k (silhouette on sampled codes)")
+    return png(fig)
+
+
+def _describe(name: str, value: float, overall: float, units: dict) -> str:
+    """One feature as text in original units: numeric mean, or one-hot share, with the overall value."""
+    if name in units:
+        mean, std = (float(u) for u in units[name])
+        return f"{name} {value * std + mean:.4g} (overall {overall * std + mean:.4g})"
+    if "=" in name:
+        return f"{name} {value:.0%} (overall {overall:.0%})"
+    return f"{name} {value:+.2f} sd (overall {overall:+.2f})"  # numeric without known units: standardised
+
+
+def cluster_profile(material: dict, feature_names: list[str], n_top: int = 4) -> pd.DataFrame:
+    """Rows of (cluster, rows, share, distinguishing features): the ``n_top`` features whose
+    cluster mean lies farthest from the overall mean in the encoded (standardised / one-hot)
+    space, described in original units."""
+    sizes = np.asarray(material["sizes"], dtype=np.int64)
+    means = np.atleast_2d(np.asarray(material["means_encoded"], dtype=np.float64))
+    overall = np.asarray(material["overall_encoded"], dtype=np.float64)
+    units = material.get("numeric_units") or {}
+    names = list(feature_names)[:means.shape[1]] + [f"x{j}" for j in range(len(feature_names), means.shape[1])]
+    total = max(int(sizes.sum()), 1)
+    rows = []
+    for c, size in enumerate(sizes):
+        gap = np.abs(means[c] - overall)
+        # an empty cluster's means are zeros, not data; tiny gaps distinguish nothing
+        top = [j for j in np.argsort(-gap, kind="stable")[:n_top] if gap[j] > 1e-9] if size > 0 else []
+        text = "; ".join(_describe(names[j], means[c, j], overall[j], units) for j in top)
+        rows.append({"cluster": c, "rows": int(size), "share": f"{size / total:.1%}",
+                     "distinguishing features": text or ("(empty)" if size == 0 else "(as overall)")})
+    return pd.DataFrame(rows)

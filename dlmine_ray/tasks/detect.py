@@ -7,26 +7,78 @@ quantile of the scores, or without ``contamination`` a robust rule on the log sc
 
 from __future__ import annotations
 
-from typing import Iterable
+import html
+from typing import Iterable, Literal, Optional
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from dlmine_ray.errors import DlmineError, first_line
+from dlmine_ray.tasks.base import MiningResult, Options, StageSetup
 from dlmine_ray.tasks.bootstrap import paired_intervals
-from dlmine_ray.tasks.unsupervised import MiningResult, StageSetup, UnsupervisedTask, model_outputs
+from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line, model_outputs
 
 #: without contamination, flag scores above exp(median + MADS * 1.4826 * MAD) of the log scores
 MADS = 3.0
 
 
+#: rows sampled from all the data for the flag threshold
+THRESHOLD_SAMPLE = 100_000
+
+
+class DetectOptions(Options):
+    """Deep anomaly detection: a denoising autoencoder (reconstruction error) or Deep SVDD
+    (Ruff et al. 2018, distance to a centre in code space, after autoencoder pre-training)."""
+
+    model: Literal["autoencoder", "deep_svdd"] = "autoencoder"
+    contamination: Optional[float] = Field(
+        None, gt=0.0, le=0.5, description="expected share of anomalies; sets the flag threshold. Default: a "
+                                          "threshold from the score distribution (median + 3 MADs of log score)")
+    noise: float = Field(0.1, ge=0.0, description="std of the Gaussian noise of the denoising autoencoder")
+    svdd_epochs: int = Field(30, ge=1, description="deep_svdd: epochs of the SVDD stage after pre-training")
+    top_features: int = Field(3, ge=1, description="features named per flagged row")
+
+
+def normal_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
+    """Rows of ``df`` for which the pandas expression ``expr`` (data.normal_when) is true."""
+    try:
+        m = df.eval(expr)
+    except Exception as err:
+        raise DlmineError(f"data.normal_when '{expr}' cannot be evaluated: {first_line(err)}") from None
+    if not isinstance(m, pd.Series) or not (pd.api.types.is_bool_dtype(m) or m.isin([0, 1]).all()):
+        raise DlmineError(f"data.normal_when '{expr}' must give true/false for every row")
+    return m.fillna(False).to_numpy(dtype=bool)
+
+
 class DetectTask(UnsupervisedTask):
     name = "detect"
+    options = DetectOptions
+    data_fields = ("labels", "normal_when")
     baseline_name = "IsolationForest"
     result_columns = ("score", "flag", "rank", "top_features")
     metric_modes = {"roc_auc": "max", "average_precision": "max", "precision_at_n": "max"}
     result_file = "scores.parquet"
+    headline = ("roc_auc", "average_precision")
+
+    def check_data(self, profile, spec, trainable):
+        d = spec.data
+        if d.labels is None:
+            return
+        st = profile.columns[d.labels]
+        values = {str(_plain_label(v)) for v in st.all_counts}
+        if not values <= {"0", "1", "True", "False"} or st.nulls:
+            shown = ", ".join(sorted(values)[:5]) + (" and nulls" if st.nulls else "")
+            raise DlmineError(f"labels column '{d.labels}' must hold 0/1 or true/false (1 = anomaly) for task "
+                              f"detect; found {shown}")
+
+    def train_mask(self, df, spec):
+        return normal_mask(df, spec.data.normal_when) if spec.data.normal_when else None
+
+    def stage_samples(self, spec):
+        return {"train": 10_000, "all": THRESHOLD_SAMPLE}
 
     def stages(self, spec):
         return ["fit"] if spec.detect.model == "autoencoder" else ["pretrain", "svdd"]
@@ -62,7 +114,7 @@ class DetectTask(UnsupervisedTask):
             loss = F.mse_loss(model(x, out="recon"), x, reduction="none").mean(dim=1).sum().item()
         return {"loss_sum": loss, "n": float(x.shape[0])}
 
-    def initial_info(self, spec, feature_names):
+    def initial_info(self, spec, feature_names, target_info):
         return {"feature_names": list(feature_names), "method": spec.detect.model, "noise": spec.detect.noise,
                 "top_features": spec.detect.top_features, "threshold": float("inf")}
 
@@ -114,10 +166,10 @@ class DetectTask(UnsupervisedTask):
         return {"score": score, "flag": flag, "top_features": top}
 
     # -- mining ----------------------------------------------------------------------------
-    def fit_baseline(self, x_train, info, spec, seed):
+    def fit_baseline(self, x_train, y_train, info, spec):
         from sklearn.ensemble import IsolationForest
 
-        return IsolationForest(random_state=seed).fit(x_train)
+        return IsolationForest(random_state=spec.train.seed).fit(x_train)
 
     def mine(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> MiningResult:
         labels_col = spec.data.labels
@@ -148,6 +200,40 @@ class DetectTask(UnsupervisedTask):
         return MiningResult(table, metrics, {"scores": table["score"].to_numpy(), "top": top,
                                              "threshold": float(info["threshold"]),
                                              "threshold_rule": info["threshold_rule"]})
+
+    # -- the report ----------------------------------------------------------------------------
+    def header_html(self, spec, info, metrics, profile, trials=0):
+        m, d = spec.model, spec.detect
+        extra = f"method {info.get('method', d.model)}" + (f" · contamination {d.contamination}"
+                                                            if d.contamination else "")
+        return header_line(spec, profile, f"autoencoder {m.hidden} → latent {m.latent}", extra)
+
+    def report_sections(self, spec, metrics, material, info):
+        from dlmine_ray.report.kit import finite, fmt, table
+
+        parts = ["<h2>Anomaly scores</h2>"]
+        threshold = material.get("threshold", info.get("threshold", metrics.get("threshold")))
+        rule = material.get("threshold_rule") or info.get("threshold_rule")
+        flagged = metrics.get("n_flagged")
+        parts.append(f"<p>Threshold <b>{fmt(threshold)}</b>" + (f": {html.escape(str(rule))}" if rule else "")
+                     + (f". {fmt(flagged)} rows flagged" if flagged is not None else "")
+                     + (f" ({metrics['share_flagged']:.2%})" if finite(metrics.get("share_flagged")) else "")
+                     + ".</p>")
+        scores = material.get("scores")
+        if scores is not None and len(scores):
+            parts.append(_score_histogram(np.asarray(scores), threshold))
+        top = material.get("top")
+        if isinstance(top, pd.DataFrame) and len(top):
+            parts.append("<h2>Top anomalies</h2>")
+            parts.append('<p class="muted">The highest-scoring rows; <i>top_features</i> names the inputs that '
+                         'contribute most to a flagged row\'s score (empty for rows under the threshold).</p>')
+            top = top.copy()
+            if "score" in top:
+                top["score"] = top["score"].astype(np.float64)
+            if "flag" in top:  # fmt would print a bool as 1/0
+                top["flag"] = np.where(top["flag"].astype(bool), "yes", "no")
+            parts.append(table(top, left=tuple(c for c in top.columns if c not in ("score", "rank"))))
+        return parts
 
 
 def threshold_from(scores: np.ndarray, contamination) -> tuple[float, str]:
@@ -193,3 +279,39 @@ def detection_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]
             "precision_at_n": float(truth[top].mean())}
 
 
+
+
+def _plain_label(v):
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _score_histogram(scores: np.ndarray, threshold: Optional[float]) -> str:
+    """An <img>: histogram of every row's score (log x when they span > 2 decades), threshold marked."""
+    from dlmine_ray.report.kit import finite, plt, png
+
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    fig, ax = plt().subplots(figsize=(8, 3.2))
+    pos = s[s > 0]
+    log_x = len(pos) > 1 and pos.max() / pos.min() > 100
+    if log_x:
+        # zeros (and negatives) have no place on a log axis: count them in the lowest bin
+        lo = pos.min()
+        ax.hist(np.maximum(s, lo), bins=np.geomspace(lo, pos.max() * 1.0001, 60))
+        ax.set_xscale("log")
+    else:
+        ax.hist(s, bins=60)
+    ax.set_yscale("log")  # the anomalous tail is a handful of rows against many normal ones
+    if threshold is not None and finite(threshold) and (threshold > 0 or not log_x):
+        ax.axvline(threshold, color="tab:red", lw=1.2, ls="--", label=f"threshold {threshold:.4g}")
+        ax.legend()
+    zeros = int((s <= 0).sum()) if log_x else 0
+    ax.set_xlabel("anomaly score" + (" (log scale)" if log_x else "")
+                  + (f"; {zeros:,} scores ≤ 0 counted in the lowest bin" if zeros else ""))
+    ax.set_ylabel("rows")
+    ax.set_title(f"scores of all {len(s):,} rows")
+    return png(fig)

@@ -1,37 +1,18 @@
-"""What the unsupervised tasks (cluster, detect) share: they learn from the features alone, score
-every row, and mine the scored rows into one result table, metrics and report material."""
+"""What the unsupervised row tasks (cluster, detect) share: they learn from the features alone,
+train on every non-validation row, score every row, and mine the scored rows into one result
+table, metrics and report material. A ground-truth column (``data.labels``) is only scored against."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+import html
+from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 import torch
 
-from dlmine_ray.tasks.base import Task
+from dlmine_ray.tasks.base import StageSetup, Task
 
-
-@dataclass
-class StageSetup:
-    """What ``after_stage`` hands the next stage: updates to the task's ``info``, tensors to load
-    into the model, and optionally the rows (features, target) that the next stage trains on
-    instead of the training split (e.g. a sample with pseudo-labels)."""
-
-    info: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, torch.Tensor] = field(default_factory=dict)
-    train_on: Optional[tuple[np.ndarray, np.ndarray]] = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class MiningResult:
-    """A task's result table (one row per input row), its metrics, and material for the report."""
-
-    table: pd.DataFrame
-    metrics: dict[str, Any]
-    report: dict[str, Any] = field(default_factory=dict)
+__all__ = ["UnsupervisedTask", "StageSetup", "header_line", "model_outputs"]
 
 
 def model_outputs(model: torch.nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
@@ -44,36 +25,38 @@ def model_outputs(model: torch.nn.Module, x: np.ndarray, batch_size: int = 8192)
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
-class UnsupervisedTask(Task):
-    """Base of tasks without a target: the loop gets a dummy target, validation reports the mean
-    loss (``val_loss``), and the runner mines every scored row with ``mine``."""
+def header_line(spec, profile: Optional[dict], model: str, extra: str) -> str:
+    """The report's header line of an unsupervised row task (cluster, detect)."""
+    labels = f" · labels <b>{html.escape(spec.data.labels)}</b>" if spec.data.labels else ""
+    return (f'<p class="muted">task <b>{spec.task}</b>{labels} · {(profile or {}).get("rows", 0):,} rows · '
+            f'model {html.escape(model)} · {html.escape(extra)}</p>')
 
-    target_kind = None
-    val_metric = "val_loss"
-    val_mode = "min"
-    #: the file the mined table is written to
-    result_file = "results.parquet"
+
+class UnsupervisedTask(Task):
+    """Base of row tasks without a target: the loop gets a dummy target, validation reports the
+    mean loss (``val_loss``), and every scored row is mined by ``mine``."""
+
+    data_fields = ("labels",)
+    scores_every_row = True
 
     def target_torch_dtype(self):
         return torch.int8
 
-    def epoch_metrics(self, sums, info):
-        return {"val_loss": sums["loss_sum"] / max(sums["n"], 1.0)}
+    def truth_column(self, spec):
+        return spec.data.labels
 
-    def initial_info(self, spec: Any, feature_names: list[str]) -> dict:
-        """The task's ``info`` before the first stage (JSON-able; saved with the model)."""
+    def check_spec(self, spec: Any) -> None:
+        d = spec.data
+        if d.labels is not None and (d.labels in d.ignore or d.labels == d.id):
+            raise ValueError(f"data.labels '{d.labels}' is also data.id or listed in data.ignore")
+        for name, col in (("labels", d.labels), ("id", d.id)):
+            if col in self.result_columns:
+                raise ValueError(f"data.{name} '{col}' has the name of a result column of task {self.name} "
+                                 f"({', '.join(self.result_columns)}); rename it in the data")
+
+    def initial_info(self, spec, feature_names, target_info):
         return {"feature_names": list(feature_names)}
 
-    def after_stage(self, stage, model, samples, info, spec) -> StageSetup:  # type: ignore[override]
-        """Set up the next stage (or finish the model) from ``samples`` ("train": encoded training
-        rows; "all": rows of all the data where the task asked for them)."""
-        return StageSetup()
+    def stage_samples(self, spec):
+        return {"train": 10_000}
 
-    def fit_baseline(self, x_train: np.ndarray, info: dict, spec: Any, seed: int):
-        """A fitted scikit-learn baseline (used by ``mine``), or None."""
-        return None
-
-    def mine(self, batches: Iterable[dict], info: dict, spec: Any, baseline, n_rows: int) -> MiningResult:
-        """Turn scored batches (numpy columns: ``features``, prediction columns, kept id/labels)
-        into the result table, metrics (``baseline_*`` for the baseline) and report material."""
-        raise NotImplementedError

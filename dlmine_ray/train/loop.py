@@ -20,8 +20,6 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from dlmine_ray.tasks import get_task
-
 MODEL_STATE = "model_state.pt"
 HISTORY = "history.json"
 
@@ -207,9 +205,12 @@ def _write_checkpoint(model, history, best: dict) -> str:
 def run_loop(config: dict, env: LoopEnv) -> None:
     """Train ``config['task']``'s model on the env's "train" shard, validating on "valid".
 
-    ``config`` holds: task, model (spec dict), train (spec dict), n_features, info (target
-    layout), cpus (threads for torch), progress (optional actor handle), trial (label)."""
-    task = get_task(config["task"])
+    ``config`` holds: task (the Task object), model (spec dict), train (spec dict), n_features,
+    info (target layout), cpus (threads for torch), progress (optional actor handle), trial (label).
+    The epoch kept (and the one early stopping counts from) is the best by the task's
+    ``selection_metric``."""
+    task = config["task"]
+    sel = task.selection_metric
     tr = config["train"]
     threads = max(1, int(config.get("cpus") or 1))
     torch.set_num_threads(threads)
@@ -232,7 +233,7 @@ def run_loop(config: dict, env: LoopEnv) -> None:
     progress = config.get("progress")
     history: list[dict] = []
     best: dict[str, Any] = {}
-    best_loss = float("inf")
+    best_value = None
     stale = 0
     started = time.perf_counter()
     for epoch in range(1, tr["epochs"] + 1):
@@ -274,9 +275,13 @@ def run_loop(config: dict, env: LoopEnv) -> None:
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss is {metrics['train_loss']}); "
                                      "lower train.lr or check the data")
         # keep "last": stages whose objective moves with its own targets (DEC) keep the last epoch
-        improved = tr.get("keep") == "last" or metrics["val_loss"] < best_loss - 1e-12
+        # without validation rows only val_loss (= the training loss) is there to select by
+        key = sel if sel in metrics else "val_loss"
+        sign = 1.0 if task.val_metrics.get(key, "min") == "min" else -1.0
+        value = sign * metrics[key]
+        improved = tr.get("keep") == "last" or best_value is None or value < best_value - 1e-12
         if improved:
-            best_loss, best, stale = metrics["val_loss"], dict(metrics), 0
+            best_value, best, stale = value, dict(metrics), 0
         else:
             stale += 1
         patience = tr["early_stopping"]

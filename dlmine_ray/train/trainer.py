@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -20,7 +19,6 @@ class TrainOutcome:
     state_path: str
     history: list[dict]
     best: dict[str, Any]
-    seconds: float
 
 
 def read_checkpoint(path: str, keep_in: str) -> TrainOutcome:
@@ -30,7 +28,7 @@ def read_checkpoint(path: str, keep_in: str) -> TrainOutcome:
     shutil.copyfile(os.path.join(path, MODEL_STATE), dst)
     with open(os.path.join(path, HISTORY)) as f:
         h = json.load(f)
-    return TrainOutcome(dst, h["history"], h["best"], 0.0)
+    return TrainOutcome(dst, h["history"], h["best"])
 
 
 def worker_cpus(spec, cluster_cpus: float) -> float:
@@ -41,11 +39,14 @@ def worker_cpus(spec, cluster_cpus: float) -> float:
 
 
 def loop_config(spec, layout: dict, progress=None, trial: Optional[str] = None, cpus: float = 1.0) -> dict:
-    """The config dict the generic loop reads (plain data, so it travels to workers). ``layout``
-    holds n_features, info, has_valid and, for one stage of a multi-stage task, the stage name,
-    its train settings and the weights it starts from (init_state)."""
+    """The config dict the generic loop reads (plain data and the task object, so it travels to
+    workers). ``layout`` holds n_features, info, has_valid and, for one stage of a multi-stage
+    task, the stage name, its train settings and the weights it starts from (init_state)."""
+    from dlmine_ray.tasks import get_task
+
     return {
-        "task": spec.task, "model": spec.model.model_dump(), "train": layout.get("train") or spec.train.model_dump(),
+        "task": get_task(spec.task), "model": spec.model.model_dump(),
+        "train": layout.get("train") or spec.train.model_dump(),
         "n_features": layout["n_features"], "info": layout["info"], "progress": progress,
         "trial": trial, "cpus": cpus, "has_valid": layout.get("has_valid", True),
         "stage": layout.get("stage", "fit"), "init_state": layout.get("init_state"),
@@ -74,16 +75,15 @@ def fit_in_task(spec, datasets: dict, layout: dict, progress=None, cluster_cpus:
     from dlmine_ray.train.loop import TaskEnv, run_loop
 
     cpus = worker_cpus(spec, cluster_cpus)
+    use_gpu = spec.scaling.use_gpu
 
-    @ray.remote(num_cpus=cpus, num_gpus=1 if spec.scaling.use_gpu else 0)
+    @ray.remote(num_cpus=cpus, num_gpus=1 if use_gpu else 0)
     def train_task(config, sets):
-        env = TaskEnv(sets, spec.scaling.use_gpu)
+        env = TaskEnv(sets, use_gpu)
         run_loop(config, env)
         return env.last_checkpoint
 
-    t0 = time.perf_counter()
     files = ray.get(train_task.remote(loop_config(spec, layout, progress, None, cpus), datasets))
-    seconds = time.perf_counter() - t0
     if not files:
         raise RuntimeError("training finished without a checkpoint")
     d = os.path.join(keep_in, "checkpoint")
@@ -91,9 +91,7 @@ def fit_in_task(spec, datasets: dict, layout: dict, progress=None, cluster_cpus:
     for name, data in files.items():
         with open(os.path.join(d, name), "wb") as f:
             f.write(data)
-    out = read_checkpoint(d, keep_in)
-    out.seconds = seconds
-    return out
+    return read_checkpoint(d, keep_in)
 
 
 def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progress=None,
@@ -118,14 +116,10 @@ def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progres
             callbacks=callbacks or [],
         ),
     )
-    t0 = time.perf_counter()
     result = trainer.fit()
-    seconds = time.perf_counter() - t0
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
-        out = read_checkpoint(d, keep_in)
-    out.seconds = seconds
-    return out
+        return read_checkpoint(d, keep_in)

@@ -97,6 +97,10 @@ class Reporter:
         elif self.verbose:
             self._print(f"  [dim]trial {ev['trial']} epoch {ev['epoch']}/{ev['epochs']} {metrics}[/]")
 
+    def start_tuning(self, metric: str, mode: str, trials: int) -> None:
+        """Say which metric (and direction) ranks the trials and how many there are; returns None."""
+        self.tune_metric, self.tune_mode, self.tune_total = metric, mode, trials
+
     def trial_ended(self, trial: str, status: str, result: dict, params: str = "") -> None:
         """Print how one tuning trial ended (``COMPLETED``, ``STOPPED`` or ``ERROR``) and the best
         so far; returns None. A trial's value is ``trial_value`` of its last result, the value the

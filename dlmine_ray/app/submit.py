@@ -14,17 +14,17 @@ from typing import Optional
 import yaml
 
 import dlmine_ray
-from dlmine_ray.cluster import RAY_ENV_DEFAULTS
-from dlmine_ray.data.read import _is_uri
+from dlmine_ray.app.jobfile import load_job
+from dlmine_ray.data.keys import is_uri
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.spec import load_job
+from dlmine_ray.runtime.session import RAY_ENV_DEFAULTS
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 def _absolute_paths(path):
     def fix(p: str) -> str:
-        if p.startswith("builtin:") or _is_uri(p):
+        if p.startswith("builtin:") or is_uri(p):
             return p
         return os.path.abspath(os.path.expanduser(p))
     return [fix(p) for p in path] if isinstance(path, list) else fix(path)
@@ -42,7 +42,7 @@ def submit(job_file: str, address: str, output: Optional[str] = None, overrides=
     # runs on this filesystem, but from the job's own working directory.
     doc["data"]["path"] = _absolute_paths(spec.data.path)
     out = output or f"/tmp/dlmine_runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not _is_uri(out):
+    if not is_uri(out):
         out = os.path.abspath(os.path.expanduser(out))
     try:
         client = JobSubmissionClient(address)

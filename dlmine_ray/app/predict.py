@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from dlmine_ray.cluster import ray_session
-from dlmine_ray.data.read import dataset_columns, first_line, read_dataset
-from dlmine_ray.errors import DlmineError
+from dlmine_ray.data.read import dataset_columns, read_dataset
+from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.infer import check_columns, score_dataset
-from dlmine_ray.outputs import write_parquet_batches
+from dlmine_ray.pipelines.write import write_parquet_batches
+from dlmine_ray.runtime.session import ray_session
+from dlmine_ray.tasks import get_task
 
 
 def predict(model: str, data, output: str, address: Optional[str] = None, overwrite: bool = False,
@@ -33,10 +34,8 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
         names, _ = dataset_columns(ds)
         meta = check_columns(names, model)
         keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)
-        scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size)
-        try:
+        # the task object travels with the batches: a task registered only in this process scores too
+        scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size,
+                               task=get_task(meta["task"]))
+        with failing_as("scoring failed"):
             return write_parquet_batches(out, scored.iter_batches(batch_format="pyarrow", batch_size=None))
-        except DlmineError:
-            raise
-        except Exception as err:
-            raise DlmineError(f"scoring failed: {first_line(err)}") from None

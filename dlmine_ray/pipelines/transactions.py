@@ -1,6 +1,8 @@
-"""The run of a ``rules`` job: transactions -> item counts -> parallel FP-Growth -> rules ->
-itemsets.parquet, rules.parquet, metrics.json, report.html. Exact: the same itemsets and counts
-as any correct miner."""
+"""The pipeline of transaction tasks (``data_kind = "transactions"``: the rules task), one
+straight read: read -> transactions -> item counts -> parallel FP-Growth -> rules (exact: the
+same itemsets and counts as any correct miner) and, with ``miner: neural|both``, the task's item
+autoencoder trained by fit_stages, probed for rules that are then recounted exactly -> the
+output tail (itemsets.parquet and rules.parquet are streamed as they are mined)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 
-from dlmine_ray.data.transactions import count_items, mine_tree, transactions
+from dlmine_ray.data.baskets import transactions
+from dlmine_ray.data.read import read_dataset
+from dlmine_ray.errors import DlmineError
 from dlmine_ray.mining.itemsets import min_count_for, rule_measures, rule_table
 from dlmine_ray.mining.local import compile_all
-from dlmine_ray.outputs import write_json, write_parquet_batches
+from dlmine_ray.mining.passes import count_items, mine_tree
+from dlmine_ray.pipelines.context import RunContext, RunResult
+from dlmine_ray.pipelines.write import write_outputs, write_parquet_batches
 
 _LIST = pa.list_(pa.string())
 ITEMSET_CHUNK = 500_000  # itemsets decoded and written at a time
@@ -118,13 +123,11 @@ def _cut_message(found: int, kept: int, r) -> str:
             "raise min_confidence / min_lift")
 
 
-def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storage: str = "",
-              local_storage: str = ""):
-    """Mine a rules job's data; write its outputs into ``folder``; return the RunResult."""
-    from dlmine_ray.report.rules import write_rules_report
-    from dlmine_ray.runner import RunResult
-
-    r = spec.rules
+def run(ctx: RunContext) -> RunResult:
+    """Mine a transaction task's job; its outputs go into ``ctx.folder``."""
+    spec, rep, folder, r = ctx.spec, ctx.reporter, ctx.folder, ctx.options
+    rep.stage("reading", str(spec.data.path))
+    ds = read_dataset(spec.data.path, spec.data.format, na_values=spec.data.na_values)
     # the miner is compiled with numba: compile it (first run after an install) or load it from
     # numba's cache while Ray Data reads, and wait for it before the clock starts, so that no
     # miner's seconds hold the one-off compile (it is reported apart, compile_seconds); the
@@ -143,8 +146,6 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     t0 = time.perf_counter()
     n, counts, encoded = count_items(tx)
     if n == 0:
-        from dlmine_ray.errors import DlmineError
-
         raise DlmineError("the dataset is empty: no transactions were read")
     min_count = min_count_for(r.min_support, n)
     frequent = sorted((item for item, c in counts.items() if c >= min_count), key=lambda i: (-counts[i], i))
@@ -152,8 +153,8 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
     names_pa = pa.array(frequent, type=pa.string())
     rep.info(f"{n:,} transactions, {len(counts):,} distinct items, {len(frequent):,} frequent "
              f"(min_support {r.min_support} = {min_count:,} transactions)")
-    groups = r.groups or max(1, int(cluster_cpus))
-    metrics: dict[str, Any] = {"task": "rules", "n_transactions": int(n), "n_items": int(len(counts)),
+    groups = r.groups or max(1, int(ctx.cpus))
+    metrics: dict[str, Any] = {"task": spec.task, "n_transactions": int(n), "n_items": int(len(counts)),
                                "n_frequent_items": int(len(frequent)), "n_itemsets": 0, "n_rules": 0,
                                "n_rules_found": 0, "rules_truncated": False, "min_count": int(min_count),
                                "min_lift": float(r.min_lift), "max_rules": r.max_rules,
@@ -172,7 +173,7 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
         rep.info(f"{len(tree):,} frequent itemsets found (up to {tree.max_size()} items); generating rules (this "
                  "can take long with millions of itemsets: lower rules.max_len, or set rules.max_rules to bound "
                  "what is kept)")
-        rep.stage("rules", f"min_confidence {r.min_confidence}, lift above {r.min_lift}, at most "
+        rep.stage("generating rules", f"min_confidence {r.min_confidence}, lift above {r.min_lift}, at most "
                            f"{f'{r.max_rules:,}' if r.max_rules is not None else 'all'} kept")
         kept, found = _exact_rules(tree, n, r, rep)
         truncated = r.max_rules is not None and found > r.max_rules
@@ -209,10 +210,9 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
         write_parquet_batches(folder.path("itemsets.parquet"), [empty])
     neural = None
     if frequent and r.miner in ("neural", "both"):
-        neural = _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluster_cpus, storage,
-                               local_storage)
+        neural = _neural_rules(ctx, tx, encoded, frequent, counts, n, min_count)
     if neural is not None:  # said within the neural miner's stage, before the writing starts
-        nr = neural["rules"]
+        nr = neural["found"]
         nr = nr[nr["lift"] > r.min_lift]
         neural_found = len(nr)
         rep.info(f"{neural_found:,} of them with lift > {r.min_lift} (rules.min_lift)")
@@ -246,11 +246,9 @@ def run_rules(spec, ds, folder, rep, cluster_cpus: float, t_start: float, storag
                              neural_tab.column("lift").to_numpy())
     if not folder.path("rules.parquet").exists():  # no frequent item, or nothing to mine
         write_parquet_batches(folder.path("rules.parquet"), [_rules_table(rule_table([], [], [], [], [], 1), names)])
-    metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
-    write_json(folder.path("metrics.json"), metrics)
-    folder.path("job.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    write_rules_report(folder.path("report.html"), spec, metrics, top, points)
-    return RunResult(folder.final, metrics, spec, None, {"mining_seconds": metrics["mining_seconds"]})
+    write_outputs(ctx, metrics, history=neural["history"] if neural is not None else None,
+                  report={"material": {"top": top, "points": points}})
+    return RunResult(folder.final, metrics, spec)
 
 
 def _shape(spec) -> str:
@@ -262,25 +260,15 @@ def _shape(spec) -> str:
     return "a table: every column=value is an item"
 
 
-def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluster_cpus, storage,
-                  local_storage) -> dict:
-    """Train the item autoencoder with the generic loop, probe it for candidate rules, recount
-    every candidate exactly; return {"rules": DataFrame (rank tuples), "candidates", "seconds",
-    "trained_on"}."""
-    import os
+def _neural_rules(ctx: RunContext, tx, encoded, frequent, counts, n, min_count) -> dict:
+    """Train the task's item autoencoder with fit_stages, probe it for candidate rules, recount
+    every candidate exactly; return {"found": DataFrame of rules (rank tuples), "candidates",
+    "seconds", "trained_on", "history"}."""
+    from dlmine_ray.mining.passes import count_rules, multi_hot
+    from dlmine_ray.pipelines.fit import fit_stages
 
-    import torch
-
-    from dlmine_ray.data.transactions import count_rules, multi_hot
-    from dlmine_ray.progress import BoardWatcher, make_board
-    from dlmine_ray.runner import _fit
-    from dlmine_ray.tasks import get_task
-    from dlmine_ray.tasks.rules import candidate_rules
-    from dlmine_ray.train.trainer import use_ray_train
-
-    r = spec.rules
+    spec, task, rep, r = ctx.spec, ctx.task, ctx.reporter, ctx.options
     t0 = time.perf_counter()
-    task = get_task("rules")
     ranks = {item: i for i, item in enumerate(frequent)}
     sampled = n > r.neural_sample
     hot = multi_hot(tx.random_sample(r.neural_sample / n, seed=spec.train.seed) if sampled else tx, ranks,
@@ -289,21 +277,13 @@ def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluste
     if sampled:
         rep.info(f"the autoencoder trains on a random sample of {trained_on:,} of {n:,} transactions "
                  "(rules.neural_sample); the recount uses all of them")
-    info = task.initial_info(spec, frequent)
-    big = use_ray_train(spec, hot.size_bytes())
-    rep.stage("neural mining", f"autoencoder over {len(frequent):,} items, "
-                               f"{'Ray Train workers' if big else 'one Ray task'}, up to {spec.train.epochs} epochs")
-    layout = {"n_features": len(frequent), "info": info, "has_valid": False, "stage": "fit",
-              "train": spec.train.model_dump()}
-    board = make_board()
-    with BoardWatcher(board, rep):
-        outcome = _fit(spec, {"train": hot}, layout, storage, board, cluster_cpus,
-                       os.path.join(local_storage, "neural"), big)
-    model = task.build_model(len(frequent), info, spec.model.model_dump())
-    model.load_state_dict(torch.load(outcome.state_path, map_location="cpu", weights_only=True))
+    rep.stage("neural mining", f"an autoencoder over {len(frequent):,} items")
+    fitted = fit_stages(ctx, {"train": hot}, len(frequent), task.initial_info(spec, frequent, {}), name="neural")
+    model = task.build_model(len(frequent), fitted.info, spec.model.model_dump())
+    model.load_state_dict(fitted.state)
     t_trained = time.perf_counter()
     priors = np.asarray([counts[i] / n for i in frequent], dtype=np.float32)
-    cands = candidate_rules(model, priors, r.neural_antecedent, r.neural_threshold)
+    cands = task.propose_rules(model, priors, spec)
     t_probed = time.perf_counter()
     rep.info(f"trained in {t_trained - t0:.1f}s; {len(cands):,} candidate rules from probing in "
              f"{t_probed - t_trained:.1f}s; recounting them on the data")
@@ -316,11 +296,12 @@ def _neural_rules(spec, tx, encoded, frequent, counts, n, min_count, rep, cluste
     out = rule_table(ants, cons, both_counts, ant_counts, con_counts, n)
     rep.info(f"{len(out):,} neural rules meet min_support and min_confidence (exact counts; recount "
              f"{time.perf_counter() - t_probed:.1f}s)")
-    return {"rules": out, "candidates": len(cands), "seconds": time.perf_counter() - t0, "trained_on": trained_on}
+    return {"found": out, "candidates": len(cands), "seconds": time.perf_counter() - t0, "trained_on": trained_on,
+            "history": fitted.history}
 
 
 def _top_recall(best: pd.DataFrame, neural: pd.DataFrame) -> float:
-    """The share of the exact rules ``best`` (rank tuples; chosen by ``run_rules``: the exact
+    """The share of the exact rules ``best`` (rank tuples; chosen by ``run``: the exact
     miner's ``top`` rules of highest lift that are associations, lift > 1, of the form the neural
     miner can find) that the neural miner also found; NaN when there is none."""
     if not len(best):

@@ -1,4 +1,5 @@
-"""Run folders whose files appear complete or not at all.
+"""The run folder, whose files appear complete or not at all, and the one output tail of every
+pipeline (metrics.json, job.yaml, job_base.yaml, history.json, the result tables, report.html).
 
 A run writes into a hidden staging folder beside DIR and renames it to DIR at the end, so a
 failed run leaves nothing behind and a reader never sees a half-written file."""
@@ -11,7 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -104,3 +105,39 @@ def write_parquet_batches(path: Path, batches: Iterable[pa.Table]) -> int:
         tmp.unlink(missing_ok=True)
         raise
     return rows
+
+
+def arrow(df):
+    """A pandas frame as an Arrow table for Parquet (object columns as text)."""
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].astype(str)
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def write_outputs(ctx, metrics: dict, *, run_spec=None, history: Optional[list] = None,
+                  tables: Optional[dict] = None, leaderboard=None, report: Optional[dict] = None) -> None:
+    """The output tail of every run, into the staging folder: the result tables (file name ->
+    DataFrame), metrics.json (with ``total_seconds``), job.yaml (the job of the saved model:
+    ``run_spec``, default the job as given), job_base.yaml (the job as given, when they differ),
+    history.json, leaderboard.parquet and report.html (``report``: write_report's keywords)."""
+    import yaml
+
+    from dlmine_ray.report.page import write_report
+
+    folder, spec = ctx.folder, ctx.spec
+    run_spec = run_spec or spec
+    for name, df in (tables or {}).items():
+        write_parquet_batches(folder.path(name), [arrow(df)])
+    metrics["total_seconds"] = round(ctx.seconds(), 3)
+    write_json(folder.path("metrics.json"), metrics)
+    folder.path("job.yaml").write_text(yaml.safe_dump(run_spec.model_dump(), sort_keys=False))
+    if run_spec is not spec:
+        folder.path("job_base.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    if history is not None:
+        write_json(folder.path("history.json"), history)
+    if leaderboard is not None:
+        write_parquet_batches(folder.path("leaderboard.parquet"), [arrow(leaderboard)])
+    write_report(folder.path("report.html"), ctx.task, run_spec, metrics, leaderboard=leaderboard,
+                 base_spec=spec if run_spec is not spec else None, **(report or {}))

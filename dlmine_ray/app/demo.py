@@ -10,12 +10,9 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from dlmine_ray.cluster import ray_session
-from dlmine_ray.spec import coerce_spec, load_job
-
-#: the metrics each task shows in the summary table
-_HEADLINE = {"classify": ["accuracy", "roc_auc"], "regress": ["r2", "rmse"], "cluster": ["nmi", "silhouette"],
-             "detect": ["roc_auc", "average_precision"], "rules": ["n_itemsets", "n_rules"]}
+from dlmine_ray.app.jobfile import coerce_spec, load_job
+from dlmine_ray.runtime.session import ray_session
+from dlmine_ray.tasks import get_task
 
 
 def demo_jobs() -> list[Path]:
@@ -27,7 +24,7 @@ def demo_jobs() -> list[Path]:
 def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = False,
              address: Optional[str] = None, quick: bool = False) -> list:
     """Run every demo job into ``output/<job name>``; print and return the results."""
-    from dlmine_ray.runner import run_job
+    from dlmine_ray.app.run import run_job
 
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: don't squeeze the table into 80 columns
@@ -38,18 +35,13 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
         for path in demo_jobs():
             spec = load_job(path)
             if quick:  # a smoke run: same jobs, two epochs, two trials
-                quick_set = [("train.epochs", 2)] + ([("tune.num_samples", 2)] if spec.tune else [])
-                if spec.task == "cluster":
-                    quick_set += [("cluster.distill_epochs", 2), ("cluster.refine_epochs", 2)]
-                spec = coerce_spec(spec, quick_set)
+                spec = coerce_spec(spec, get_task(spec.task).quick_overrides(spec))
             console.print(f"\n[bold]== {spec.name} ({spec.task}) ==[/]")
             t = time.perf_counter()
             res = run_job(spec, str(Path(output) / spec.name), overwrite=overwrite, verbose=verbose)
             results.append((res, time.perf_counter() - t))
     table = Table(title=f"dlmine demo — {len(results)} jobs in {time.perf_counter() - t0:.0f}s")
-    from dlmine_ray.tasks import get_task
-
-    from dlmine_ray.report.html import metrics_table, value_text
+    from dlmine_ray.report.page import metrics_table, value_text
 
     for col in ("job", "task", "metric", "deep model [95% CI]", "baseline [95% CI]", "verdict", "rows train/scored",
                 "seconds"):
@@ -57,20 +49,18 @@ def run_demo(output: str = "runs/demo", overwrite: bool = True, verbose: bool = 
                          no_wrap=True)
     for res, secs in results:
         m = res.metrics
-        if m["task"] == "rules":
-            for name in _HEADLINE["rules"]:
-                table.add_row(res.spec.name, "rules", name, f"{m[name]:,}", "– exact FP-Growth", "",
-                              f"{m['n_transactions']:,} transactions", f"{secs:.0f}")
-            continue
-        scored = m["rows_test"] if "rows_test" in m else m["rows"]
-        rows = metrics_table(m).set_index("metric")
-        for name in _HEADLINE[m["task"]]:
-            r = rows.loc[name] if name in rows.index else None
-            deep = "–" if r is None else value_text(r["deep model"], r["deep CI"], ".4f")
-            base = "–" if r is None else value_text(r["baseline"], r["baseline CI"], ".4f")
-            table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name, deep,
-                          f"{base} {get_task(m['task']).baseline_name}", "" if r is None else r["verdict"],
-                          f"{m['rows_train']:,}/{scored:,}", f"{secs:.0f}")
+        task = get_task(m["task"])
+        rows = metrics_table(m, task).set_index("metric")
+        for name in task.headline:
+            if name not in task.metric_modes:  # a count, not compared with a baseline
+                deep, base, call = f"{m[name]:,}", f"– {task.baseline_name}", ""
+            else:
+                r = rows.loc[name] if name in rows.index else None
+                deep = "–" if r is None else value_text(r["deep model"], r["deep CI"], ".4f")
+                base = f"{'–' if r is None else value_text(r['baseline'], r['baseline CI'], '.4f')} {task.baseline_name}"
+                call = "" if r is None else r["verdict"]
+            table.add_row(res.spec.name + ("*" if res.leaderboard is not None else ""), m["task"], name, deep, base,
+                          call, task.scale_text(m), f"{secs:.0f}")
     console.print(table)
     if any(r.leaderboard is not None for r, _ in results):
         console.print("* tuned with Ray Tune; the leaderboard is in leaderboard.parquet and report.html")

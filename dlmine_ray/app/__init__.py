@@ -1,0 +1,1 @@
+"""One module per user command: run, predict, submit, demo (and the job file they read)."""

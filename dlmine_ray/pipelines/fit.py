@@ -1,0 +1,117 @@
+"""``fit_stages``: train a task's model, stage after stage, with the one training loop.
+
+Each stage runs in one Ray task (a small single-worker job: no worker group to start) or on
+TorchTrainer workers (several workers, GPUs, or a large training split), or, with ``tune:``, as
+the trials of a Ray Tune search whose best trial is kept. After each stage the trained weights
+are reloaded into a plain model on the driver and handed to the task (``after_stage``), which
+sets up the next stage or finishes the model (k-means centres, the SVDD centre, the threshold)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dlmine_ray.errors import failing_as
+from dlmine_ray.runtime.progress import BoardWatcher, make_board
+from dlmine_ray.spec import JobSpec
+from dlmine_ray.train.trainer import fit_in_task, fit_with_ray_train, use_ray_train
+
+
+@dataclass
+class Fitted:
+    """A trained model: its weights (with the task's own tensors), the task's final ``info``, the
+    per-epoch history of every stage, how it was trained (``trainer``: "task", "ray_train" or
+    "tune"), the seconds it took, the job of the saved model (``run_spec``: after tuning, the best
+    trial's), and for tuned runs the leaderboard."""
+
+    state: dict[str, torch.Tensor]
+    info: dict[str, Any]
+    history: list[dict]
+    best: dict[str, Any]
+    stages: list[str]
+    trainer: str
+    seconds: float
+    run_spec: JobSpec
+    leaderboard: Optional[pd.DataFrame] = None
+
+
+def rows_dataset(x: np.ndarray, target: np.ndarray):
+    """A Ray Dataset of (features, target) rows from numpy arrays."""
+    import pyarrow as pa
+    import ray
+    from ray.data.extensions import ArrowTensorArray
+
+    table = pa.table({"features": ArrowTensorArray.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                      "target": target})
+    return ray.data.from_arrow(table).materialize()
+
+
+def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
+    """One stage as a Ray Tune search; returns (outcome, leaderboard, the best trial's job)."""
+    from dlmine_ray.tune.search import run_tune, trial_spec
+
+    spec, rep = ctx.spec, ctx.reporter
+    t = spec.tune
+    rep.stage("tuning", f"{t.num_samples} trials, {t.scheduler} scheduler, {t.search} search")
+    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep)
+    top = tuned.leaderboard.iloc[0]
+    rep.info(f"best trial: {top['trial']} ({top['status']}, {top['epochs']} epochs) "
+             f"best {tuned.metric}={top[tuned.metric]:.4g} with {tuned.best_params}")
+    return tuned.best, tuned.leaderboard, trial_spec({**spec.model_dump(), "tune": None}, tuned.best_params)
+
+
+def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[dict] = None,
+               name: str = "model") -> Fitted:
+    """Train ``ctx.task``'s model on ``sets`` ("train", optionally "valid": Ray Datasets of
+    ``features`` and ``target``) through every stage of the task; returns the Fitted model.
+    ``samples`` are the encoded rows ``after_stage`` asked for (``Task.stage_samples``)."""
+    spec, task, rep = ctx.spec, ctx.task, ctx.reporter
+    stages = task.stages(spec)
+    info = dict(info)
+    big = use_ray_train(spec, sets["train"].size_bytes())
+    where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
+    trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
+    base_sets, history, state = dict(sets), [], None
+    run_spec, leaderboard, outcome = spec, None, None
+    keep_in = os.path.join(ctx.scratch, name)
+    board = make_board()
+    t0 = time.perf_counter()
+    with BoardWatcher(board, rep):
+        for i, stage in enumerate(stages):
+            layout = {"n_features": n_features, "info": info, "has_valid": "valid" in sets, "stage": stage,
+                      "init_state": state}
+            if spec.tune is not None:  # each trial trains with its own job's train settings
+                outcome, leaderboard, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, stage), board)
+            else:
+                layout["train"] = tr = task.stage_train(spec, stage)
+                step = f"stage {i + 1}/{len(stages)} '{stage}': " if len(stages) > 1 else ""
+                rep.stage("training", f"{step}{where}, up to {tr['epochs']} epochs")
+                with failing_as("training failed", RuntimeError):
+                    if big:
+                        outcome = fit_with_ray_train(spec, sets, layout, ctx.storage, board, ctx.cpus,
+                                                     os.path.join(keep_in, stage))
+                    else:
+                        outcome = fit_in_task(spec, sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
+            offset = len(history)
+            history.extend({**h, "epoch": offset + h["epoch"], "stage": stage} for h in outcome.history)
+            model = task.build_model(n_features, info, run_spec.model.model_dump())
+            model.load_state_dict(torch.load(outcome.state_path, map_location="cpu", weights_only=True), strict=False)
+            model.eval()
+            setup = task.after_stage(stage, model, samples or {}, info, spec)
+            info.update(setup.info)
+            state = {**model.state_dict(), **setup.state}
+            for line in setup.notes:
+                rep.info(line)
+            sets = dict(base_sets)
+            if setup.train_on is not None:  # the next stage trains on the rows the task chose
+                sets["train"] = rows_dataset(*setup.train_on)
+    final = task.build_model(n_features, info, run_spec.model.model_dump())
+    final.load_state_dict(state, strict=False)
+    return Fitted({k: v.detach().cpu() for k, v in final.state_dict().items()}, info, history, outcome.best,
+                  stages, trainer, time.perf_counter() - t0, run_spec, leaderboard)
