@@ -49,7 +49,9 @@ def _user_error_inside(err: BaseException) -> Optional[DlmineError]:
 def failing_as(what: str, kind: type = DlmineError) -> Iterator[None]:
     """Turn a failure inside the block into one line: ``kind(f"{what}: <first line of the cause>")``.
 
-    A DlmineError passes as it is, also one raised inside a Ray task and wrapped by Ray. With
+    A DlmineError passes as it is, also one raised inside a Ray task (Ray re-raises it as a
+    subclass of it, or as its cause). Ray Data's ``map_batches`` keeps only the text of an error
+    raised in a batch function, so checks that can fail there are best run once on the driver. With
     ``kind=DlmineError`` the cause is the user's input (the traceback is dropped); with another
     kind (RuntimeError: a failure of ours) the cause stays chained for ``--verbose``."""
     try:

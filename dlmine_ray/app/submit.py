@@ -16,7 +16,7 @@ import yaml
 import dlmine_ray
 from dlmine_ray.app.jobfile import load_job
 from dlmine_ray.data.keys import is_uri
-from dlmine_ray.errors import DlmineError
+from dlmine_ray.errors import failing_as
 from dlmine_ray.runtime.session import RAY_ENV_DEFAULTS
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -44,10 +44,8 @@ def submit(job_file: str, address: str, output: Optional[str] = None, overrides=
     out = output or f"/tmp/dlmine_runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not is_uri(out):
         out = os.path.abspath(os.path.expanduser(out))
-    try:
+    with failing_as(f"cannot reach the Ray cluster at {address}"):
         client = JobSubmissionClient(address)
-    except Exception as err:
-        raise DlmineError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     with tempfile.TemporaryDirectory(prefix="dlmine_submit_") as wd:
         Path(wd, "job.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         entry = f"python -m dlmine_ray.cli run job.yaml --output {shlex.quote(out)}" + (" --overwrite" if overwrite else "")

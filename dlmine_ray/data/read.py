@@ -11,7 +11,7 @@ from typing import Sequence, Union
 import pandas as pd
 
 from dlmine_ray.data.keys import ROW_KEY, is_uri, row_keys_array
-from dlmine_ray.errors import DlmineError, first_line
+from dlmine_ray.errors import DlmineError, failing_as
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
         ".ndjson": "json", ".csv.gz": "csv", ".json.gz": "json", ".jsonl.gz": "json"}
@@ -132,7 +132,7 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool =
         ds = ray.data.from_arrow(frame)
         return _with_missing_markers(ds, na_values)
     files, fmt = resolve_paths(path, fmt)
-    try:
+    with failing_as(f"cannot read data at {path}"):  # pyarrow/Ray raise many types for unreadable input
         if fmt == "parquet":
             ds = ray.data.read_parquet(files, override_num_blocks=_parallelism(len(files)),
                                        include_row_hash=row_key)
@@ -142,10 +142,6 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool =
         from dlmine_ray.data.text_source import KeyedTextFiles
 
         return ray.data.read_datasource(KeyedTextFiles(files, fmt, row_key, na_values))
-    except DlmineError:
-        raise
-    except Exception as err:  # pyarrow/Ray raise many types for unreadable input
-        raise DlmineError(f"cannot read data at {path}: {first_line(err)}") from None
 
 
 def _check_reserved(ds) -> None:
@@ -198,10 +194,8 @@ def _parallelism(n_files: int) -> int:
 
 def dataset_columns(ds) -> tuple[list[str], dict]:
     """The column names and types of a Ray Dataset; DlmineError when it cannot be read or is empty."""
-    try:
+    with failing_as("cannot read data"):
         schema = ds.schema()
-    except Exception as err:
-        raise DlmineError(f"cannot read data: {first_line(err)}") from None
     if schema is None:
         raise DlmineError("the dataset is empty: no rows were read")
     names = list(schema.names)

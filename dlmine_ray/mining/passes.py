@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dlmine_ray.errors import first_line
-from dlmine_ray.errors import DlmineError
+from dlmine_ray.errors import failing_as
 
 
 def _encode_block(batch: pa.Table) -> tuple[list, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -45,12 +44,8 @@ def count_items(tx) -> tuple[int, Counter, list]:
 
     encode = ray.remote(num_returns=2)(_encode_block)
     pairs = [encode.remote(b) for b in tx.to_arrow_refs()]  # the materialised blocks
-    try:
+    with failing_as("cannot read transactions"):
         parts = ray.get([meta for meta, _ in pairs])
-    except DlmineError:
-        raise
-    except Exception as err:
-        raise DlmineError(f"cannot read transactions: {first_line(err)}") from None
     total, counts = 0, Counter()
     for n, c in parts:
         total += n

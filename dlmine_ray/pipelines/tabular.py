@@ -3,7 +3,7 @@
 
 read -> profile and split (one stats pass) -> the task's checks -> preprocessing fitted on the
 training split -> every row encoded once -> fit_stages -> the rows to score, through the shared
-inference path -> the baseline -> the task mines the scored rows -> the output tail.
+inference path -> the baseline -> the task turns the scored rows into results -> the output tail.
 
 A supervised task trains on the training split and is scored on the test split; a task that
 ``scores_every_row`` trains on every non-validation row (of those its ``train_mask`` keeps) and
@@ -103,7 +103,7 @@ def run(ctx: RunContext) -> RunResult:
     batches = ({c[len(RAW):] if c.startswith(RAW) else c: v for c, v in b.items()}
                for b in scored.iter_batches(batch_format="numpy", batch_size=65536))
     with failing_as("scoring failed", RuntimeError):
-        result = task.mine(batches, fitted.info, spec, baseline, profile.n_rows)
+        result = task.results(batches, fitted.info, spec, baseline, profile.n_rows)
 
     metrics: dict[str, Any] = {"task": spec.task, **result.metrics}
     if task.scores_every_row:
@@ -145,7 +145,10 @@ def _encode(ds, ctx: RunContext, prep: TabularPreprocessor, kept: tuple[str, ...
             out[RAW + c] = df[c].to_numpy()
         return out
 
-    task.train_mask(pd.DataFrame(ds.take(20)), spec)  # a bad filter fails here, not in a job over every row
+    if task.filters_rows(spec):
+        # a bad filter fails here, in one line: raised inside Ray Data's tasks, the error would
+        # reach the driver as Ray's text only
+        task.train_mask(pd.DataFrame(ds.take(20)), spec)
     with failing_as("cannot preprocess data"):
         return ds.map_batches(enc, batch_format="pandas").materialize()
 

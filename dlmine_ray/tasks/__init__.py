@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.tasks.base import MiningResult, Options, StageSetup, SupervisedTask, Task
+from dlmine_ray.tasks.base import Results, Options, StageSetup, SupervisedTask, Task
 from dlmine_ray.tasks.classify import ClassifyTask
 from dlmine_ray.tasks.cluster import ClusterTask
 from dlmine_ray.tasks.detect import DetectTask
@@ -48,5 +48,5 @@ def unregister_task(name: str) -> None:
     TASKS.pop(name, None)
 
 
-__all__ = ["DEFAULT_TASK", "Task", "SupervisedTask", "Options", "StageSetup", "MiningResult", "TASKS", "get_task", "register_task",
+__all__ = ["DEFAULT_TASK", "Task", "SupervisedTask", "Options", "StageSetup", "Results", "TASKS", "get_task", "register_task",
            "unregister_task"]

@@ -6,7 +6,7 @@ schema is built), the data fields it reads, its data checks, its validation metr
 that selects the model (early stopping, the kept checkpoint, Tune's default), its test metrics
 with their directions, its outputs and its report sections. It builds the model from the feature
 layout, gives the loss of one batch and additive statistics from which the loop computes
-validation metrics, and turns scored rows into its result table and metrics (``mine``).
+validation metrics, and turns scored rows into its result table and metrics (``results``).
 
 A task may train in several stages (an autoencoder, then a clustering or SVDD objective): the
 pipeline runs the same loop once per name in ``stages``, and between stages hands the task the
@@ -46,7 +46,7 @@ class StageSetup:
 
 
 @dataclass
-class MiningResult:
+class Results:
     """A task's result table (one row per scored row), its metrics, and material for the report."""
 
     table: pd.DataFrame
@@ -108,6 +108,10 @@ class Task:
     # -- the data --------------------------------------------------------------------------------
     def check_data(self, profile: Any, spec: Any, trainable: int) -> None:
         """Task-specific checks on the profiled data (``trainable``: rows that train); raise DlmineError."""
+
+    def filters_rows(self, spec: Any) -> bool:
+        """Whether ``train_mask`` keeps some rows from training in this job."""
+        return False
 
     def train_mask(self, df: pd.DataFrame, spec: Any) -> Optional[np.ndarray]:
         """Of a batch of raw rows, those that may train (the others are only scored); None: all."""
@@ -189,10 +193,10 @@ class Task:
 
     def fit_baseline(self, x_train: np.ndarray, y_train: np.ndarray, info: dict, spec: Any):
         """The classic model the deep one is compared with, fitted on encoded training rows (used by
-        ``mine``), or None."""
+        ``results``), or None."""
         return None
 
-    def mine(self, batches: Iterable[dict], info: dict, spec: Any, baseline, n_rows: int) -> MiningResult:
+    def results(self, batches: Iterable[dict], info: dict, spec: Any, baseline, n_rows: int) -> Results:
         """Turn scored batches (numpy columns: ``features``, prediction columns, the kept id and
         truth columns) into the result table, metrics (``baseline_*`` for the baseline) and report
         material."""
@@ -219,7 +223,7 @@ class Task:
 
 class SupervisedTask(Task):
     """Base of tasks that learn a target column: the training split trains, the test split is
-    scored; ``mine`` compares the predictions and the baseline's on the same rows, with paired
+    scored; ``results`` compares the predictions and the baseline's on the same rows, with paired
     bootstrap intervals. Subclasses give the loss, metrics, prediction columns and baseline."""
 
     data_fields = ("target",)
@@ -244,7 +248,7 @@ class SupervisedTask(Task):
         (see ``tasks/bootstrap.py``); returns metric name -> (replicates,) values."""
         raise NotImplementedError
 
-    def mine(self, batches, info, spec, baseline, n_rows):
+    def results(self, batches, info, spec, baseline, n_rows):
         from dlmine_ray.tasks.bootstrap import paired_intervals
 
         d = spec.data
@@ -264,7 +268,7 @@ class SupervisedTask(Task):
         preds = {"deep": pred, "baseline": base_pred}
         metrics.update(paired_intervals(lambda w, which: self.bootstrap_metrics(w, y_true, preds[which], info),
                                         len(pred), base_pred is not None, spec.train.seed))
-        return MiningResult(pred, metrics, {"predictions": pred})
+        return Results(pred, metrics, {"predictions": pred})
 
     def header_html(self, spec, info, metrics, profile, trials=0):
         import html

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.tasks.base import MiningResult, Options, StageSetup
+from dlmine_ray.tasks.base import Results, Options, StageSetup
 from dlmine_ray.tasks.bootstrap import agreement, paired_intervals
 from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line
 
@@ -181,7 +181,7 @@ class ClusterTask(UnsupervisedTask):
 
         return KMeans(int(info["k"]), n_init=10, random_state=spec.train.seed).fit(x_train)
 
-    def mine(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> MiningResult:
+    def results(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> Results:
         k = int(info["k"])
         d = len(info["feature_names"])
         labels_col = spec.data.labels
@@ -226,7 +226,7 @@ class ClusterTask(UnsupervisedTask):
         overall = sums.sum(axis=0) / max(sizes.sum(), 1)
         order = [c for c in (spec.data.id, *self.result_columns, labels_col) if c]
         table = table[[c for c in order if c in table.columns]]
-        return MiningResult(table, metrics, {"sizes": sizes, "means_encoded": means, "overall_encoded": overall,
+        return Results(table, metrics, {"sizes": sizes, "means_encoded": means, "overall_encoded": overall,
                                              "map": table.sample(min(len(table), 5000), random_state=0)})
 
     # -- the report ----------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from dlmine_ray.errors import DlmineError, first_line
-from dlmine_ray.tasks.base import MiningResult, Options, StageSetup
+from dlmine_ray.errors import DlmineError, failing_as
+from dlmine_ray.tasks.base import Results, Options, StageSetup
 from dlmine_ray.tasks.bootstrap import paired_intervals
 from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line, model_outputs
 
@@ -44,10 +44,8 @@ class DetectOptions(Options):
 
 def normal_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
     """Rows of ``df`` for which the pandas expression ``expr`` (data.normal_when) is true."""
-    try:
+    with failing_as(f"data.normal_when '{expr}' cannot be evaluated"):
         m = df.eval(expr)
-    except Exception as err:
-        raise DlmineError(f"data.normal_when '{expr}' cannot be evaluated: {first_line(err)}") from None
     if not isinstance(m, pd.Series) or not (pd.api.types.is_bool_dtype(m) or m.isin([0, 1]).all()):
         raise DlmineError(f"data.normal_when '{expr}' must give true/false for every row")
     return m.fillna(False).to_numpy(dtype=bool)
@@ -73,6 +71,9 @@ class DetectTask(UnsupervisedTask):
             shown = ", ".join(sorted(values)[:5]) + (" and nulls" if st.nulls else "")
             raise DlmineError(f"labels column '{d.labels}' must hold 0/1 or true/false (1 = anomaly) for task "
                               f"detect; found {shown}")
+
+    def filters_rows(self, spec):
+        return spec.data.normal_when is not None
 
     def train_mask(self, df, spec):
         return normal_mask(df, spec.data.normal_when) if spec.data.normal_when else None
@@ -171,7 +172,7 @@ class DetectTask(UnsupervisedTask):
 
         return IsolationForest(random_state=spec.train.seed).fit(x_train)
 
-    def mine(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> MiningResult:
+    def results(self, batches: Iterable[dict], info: dict, spec, baseline, n_rows: int) -> Results:
         labels_col = spec.data.labels
         frames, base_scores = [], []
         for b in batches:
@@ -197,7 +198,7 @@ class DetectTask(UnsupervisedTask):
         order = [c for c in (spec.data.id, *self.result_columns, labels_col) if c]
         table = table[[c for c in order if c in table.columns]].sort_values("rank", kind="stable")
         top = table.head(20)
-        return MiningResult(table, metrics, {"scores": table["score"].to_numpy(), "top": top,
+        return Results(table, metrics, {"scores": table["score"].to_numpy(), "top": top,
                                              "threshold": float(info["threshold"]),
                                              "threshold_rule": info["threshold_rule"]})
 

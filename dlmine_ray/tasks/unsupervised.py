@@ -1,5 +1,5 @@
 """What the unsupervised row tasks (cluster, detect) share: they learn from the features alone,
-train on every non-validation row, score every row, and mine the scored rows into one result
+train on every non-validation row, score every row, and turn the scored rows into one result
 table, metrics and report material. A ground-truth column (``data.labels``) is only scored against."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def header_line(spec, profile: Optional[dict], model: str, extra: str) -> str:
 
 class UnsupervisedTask(Task):
     """Base of row tasks without a target: the loop gets a dummy target, validation reports the
-    mean loss (``val_loss``), and every scored row is mined by ``mine``."""
+    mean loss (``val_loss``), and every scored row goes to ``results``."""
 
     data_fields = ("labels",)
     scores_every_row = True

@@ -176,7 +176,10 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
     stopped: set = set()
     ends: dict = {}
     scheduler = _scheduler(spec, stopped)
-    search_alg = None
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # seeded, so that a tuned job run twice tries the same configurations (unseeded, it did not)
+    search_alg = BasicVariantGenerator(random_state=spec.train.seed)
     if ts.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
