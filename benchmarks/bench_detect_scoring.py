@@ -125,10 +125,10 @@ def run(args) -> dict:
     import sklearn
     from sklearn.ensemble import IsolationForest
 
-    from dlmine_ray.cluster import ray_session
+    from dlmine_ray.app.run import run_job
     from dlmine_ray.data.synthetic import make_data
     from dlmine_ray.infer import LoadedModel
-    from dlmine_ray.runner import run_job
+    from dlmine_ray.runtime.session import ray_session
 
     work = Path(tempfile.mkdtemp(prefix="dlmine_bench_detect_", dir=args.tmp))
     res: dict[str, Any] = {
@@ -286,6 +286,10 @@ def print_report(res: dict) -> None:
     print(f"peak RSS of the process tree (summed, shared pages counted per process): {res['peak_rss_gib']} GiB")
 
 
+#: --smoke: tiny sizes and one CPU
+SMOKE = {"rows": 2000, "train_rows": 1000, "features": 4, "epochs": 1, "shards": 2, "cpus": 1, "chunk": 512}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,6 +307,11 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary data and model folder")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="first wait up to S seconds for the machine's CPU to be < 15%% busy")
+    p.add_argument("--smoke", action="store_true",
+                   help="a seconds-long run at tiny sizes that only checks the script works (CI); "
+                        f"defaults become {SMOKE}, explicit options still win; its figures mean nothing")
+    if p.parse_known_args(argv)[0].smoke:
+        p.set_defaults(**SMOKE)
     args = p.parse_args(argv)
     if args.rows < 1000 or args.train_rows < 1000 or args.repeats < 1 or args.chunk < 1:
         p.error("--rows and --train-rows must be >= 1000, --repeats and --chunk >= 1")

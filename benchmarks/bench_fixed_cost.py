@@ -1,6 +1,7 @@
 """Fixed cost of small work, from command to results, side by side in one run.
 
-  python benchmarks/bench_fixed_cost.py [--repeats 2]
+  python benchmarks/bench_fixed_cost.py [--repeats 2] [--cases task ray_train tune1 tune3]
+  python benchmarks/bench_fixed_cost.py --smoke   # one run of the first case only (CI)
 
 Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
   1. a tiny job (300 rows, 1 epoch) with the small-job path (`scaling.trainer: task`),
@@ -55,9 +56,22 @@ def _run(job: dict, workdir: Path, name: str) -> dict:
     return {"wall": wall, "train_seconds": m["train_seconds"], "stages": stages}
 
 
+#: the cases, in the order they run (names for --cases)
+CASES = ("task", "ray_train", "tune1", "tune3")
+#: --smoke: one fresh process of the first case (~20 s; a TorchTrainer run adds ~35 s, tuning more)
+SMOKE = {"repeats": 1, "cases": ["task"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES),
+                    help="which cases to run (default all; the ratios need task+ray_train and tune1+tune3)")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"a short run that only checks the script works (CI): defaults become {SMOKE}, "
+                         "explicit options still win")
+    if ap.parse_known_args()[0].smoke:
+        ap.set_defaults(**SMOKE)
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,6 +88,7 @@ def main() -> None:
             "tuned, 3 trials": {**base, "tune": {"num_samples": 3, "scheduler": "fifo", "space": space,
                                                  "max_concurrent": 1}},
         }
+        cases = {name: job for key, (name, job) in zip(CASES, cases.items()) if key in args.cases}
         results = {k: [] for k in cases}
         for r in range(args.repeats):  # interleaved, so that drift hits every case alike
             for i, (name, job) in enumerate(cases.items()):
@@ -87,11 +102,13 @@ def main() -> None:
             med[name] = (wall, train)
             st = rs[-1]["stages"]
             print(f"{name:28s} {wall:8.1f} {train:13.1f}  " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
-        t_task, t_tt = med["tiny job, task trainer"][1], med["tiny job, TorchTrainer"][1]
-        print(f"\ntraining time, task / TorchTrainer: {t_task / t_tt:.2f}  "
-              f"(whole command: {med['tiny job, task trainer'][0] / med['tiny job, TorchTrainer'][0]:.2f})")
-        per_trial = (med["tuned, 3 trials"][1] - med["tuned, 1 trial"][1]) / 2
-        print(f"one more tuning trial (1 epoch, run one at a time): {per_trial:.1f} s")
+        if "tiny job, task trainer" in med and "tiny job, TorchTrainer" in med:
+            t_task, t_tt = med["tiny job, task trainer"][1], med["tiny job, TorchTrainer"][1]
+            print(f"\ntraining time, task / TorchTrainer: {t_task / t_tt:.2f}  "
+                  f"(whole command: {med['tiny job, task trainer'][0] / med['tiny job, TorchTrainer'][0]:.2f})")
+        if "tuned, 1 trial" in med and "tuned, 3 trials" in med:
+            per_trial = (med["tuned, 3 trials"][1] - med["tuned, 1 trial"][1]) / 2
+            print(f"one more tuning trial (1 epoch, run one at a time): {per_trial:.1f} s")
 
 
 if __name__ == "__main__":

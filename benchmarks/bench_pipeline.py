@@ -7,10 +7,11 @@ On one synthetic classification dataset (sharded Parquet, made by
 ``dlmine_ray.data.synthetic.make_data``) and one Ray session (``ray_session(num_cpus=...)``):
 
 (b) data: dlmine_ray's read + stats pass (``read_dataset`` + ``profile_dataset``) and its
-    encode-and-materialize of the train/valid/test splits (as ``runner.py`` does), against
+    encode-and-materialize of the train/valid/test splits (as ``pipelines/tabular.py`` does:
+    every row encoded once by ``_encode``, the splits cut out by ``_split``), against
     ``pyarrow.parquet.read_table`` + numpy standard scaling.
-(a) training: both of the runner's training paths on the encoded splits, called as
-    ``runner._fit`` calls them: ``fit_with_ray_train`` (a TorchTrainer running the generic loop)
+(a) training: both of the pipeline's training paths on the encoded splits, called as
+    ``pipelines.fit.fit_stages`` calls them: ``fit_with_ray_train`` (a TorchTrainer running the generic loop)
     and ``fit_in_task`` (the same loop in one Ray task, used for small single-worker jobs),
     against a bare PyTorch loop over the same encoded tensors in memory: same MLP (256-256, no
     dropout), batch size, AdamW, the same shuffling (randperm + gather), the same per-epoch
@@ -208,28 +209,41 @@ def bench_data_bare(folder: str, features: list[str]) -> dict:
 
 
 def bench_data_ours(folder: str, spec) -> dict:
-    """dlmine_ray's data path, as runner._run does it: read, stats pass, fit, encode + materialize."""
-    from dlmine_ray import runner
+    """dlmine_ray's data path, as pipelines/tabular.py's run does it: read, stats pass, fit,
+    encode every row once + materialize, then cut out the train/valid/test splits."""
+    from types import SimpleNamespace
+
     from dlmine_ray.data.preprocess import TabularPreprocessor
-    from dlmine_ray.data.profile import profile_dataset
+    from dlmine_ray.data.profile import check_profile, profile_dataset
     from dlmine_ray.data.read import read_dataset
+    from dlmine_ray.pipelines import tabular
     from dlmine_ray.tasks import get_task
 
     task = get_task(spec.task)
     d = spec.data
     t0 = time.perf_counter()
     ds = read_dataset(d.path, d.format, row_key=d.split_key is None, na_values=d.na_values)
-    profile = profile_dataset(ds, d.target, task.target_kind == "categorical", d.split_key,
-                              d.split.valid, d.split.test, d.split.seed)
+    truth = task.truth_column(spec)
+    categorical = task.target_kind == "categorical" or (task.target_kind is None and truth is not None)
+    profile = profile_dataset(ds, truth, categorical, d.split_key, d.split.valid, d.split.test, d.split.seed)
     t1 = time.perf_counter()
-    drop = {d.target, *d.ignore, *([d.id] if d.id else [])}
-    features = [c for c in profile.order if c not in drop]
+    drop = {truth, *d.ignore, *(c for c in (d.id, d.group) if c)}
+    features = check_profile(profile, spec, task, [c for c in profile.order if c not in drop])
     prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)
-    ds_split = runner._with_split(ds, spec)
+    kept = tuple(c for c in (d.id, truth) if c)
+    # _encode reads only .spec and .task of the run context
+    encoded = tabular._encode(ds, SimpleNamespace(spec=spec, task=task), prep, kept)  # one encode pass
     split_s = {}
-    splits = runner._encoded_splits(ds_split, prep, d.split.valid > 0, d.id)  # one encode pass
+    splits = {"train": tabular._split(encoded, (0,), ["features", "target"])}
+    if d.split.valid > 0:
+        splits["valid"] = tabular._split(encoded, (1,), ["features", "target"])
+    splits["test"] = tabular._split(encoded, (2,), None)  # what the pipeline scores
+    del encoded
     t2 = time.perf_counter()
-    layout = {"n_features": prep.n_features, "info": prep.target_info_, "has_valid": "valid" in splits}
+    info = task.initial_info(spec, prep.feature_names, prep.target_info_)
+    # as fit_stages builds it for a one-stage task
+    layout = {"n_features": prep.n_features, "info": info, "has_valid": "valid" in splits, "stage": "fit",
+              "init_state": None, "train": task.stage_train(spec, "fit")}
     return {"rows": profile.n_rows, "rows_split": list(profile.rows), "read_profile_s": t1 - t0,
             "encode_materialize_s": t2 - t1, "encode_per_split_s": split_s, "total_s": t2 - t0,
             "train_bytes": int(splits["train"].size_bytes()),
@@ -289,12 +303,12 @@ def bare_train(xtr, ytr, xva, yva, n_classes: int, epochs: int, batch: int, lr: 
 
 
 def ours_train(spec, data: dict, storage: str, trainer: str, on_event=None) -> dict:
-    """dlmine_ray's training on the encoded train/valid splits, as runner._fit calls it:
-    ``trainer`` "ray_train" (fit_with_ray_train: a TorchTrainer) or "task" (fit_in_task: the same
-    loop in one Ray task, which the runner picks for small single-worker jobs)."""
+    """dlmine_ray's training on the encoded train/valid splits, as pipelines.fit.fit_stages calls
+    it: ``trainer`` "ray_train" (fit_with_ray_train: a TorchTrainer) or "task" (fit_in_task: the
+    same loop in one Ray task, which the pipeline picks for small single-worker jobs)."""
     import ray
 
-    from dlmine_ray.progress import BoardWatcher, make_board
+    from dlmine_ray.runtime.progress import BoardWatcher, make_board
     from dlmine_ray.train import trainer as tr
 
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -317,12 +331,12 @@ def ours_train(spec, data: dict, storage: str, trainer: str, on_event=None) -> d
         else:
             outcome = tr.fit_in_task(spec, train_sets, data["layout"], board, cluster_cpus, keep_in)
     wall = time.perf_counter() - t0
-    ray.kill(board)
+    ray.kill(board.actor)
     return {"outcome": outcome, "wall_s": wall, "events": events, "start": start}
 
 
 def product_trainer(spec, train_bytes: int) -> str:
-    """The training path the runner picks for this job ("ray_train" or "task")."""
+    """The training path the pipeline picks for this job ("ray_train" or "task")."""
     from dlmine_ray.train import trainer as tr
 
     if not hasattr(tr, "use_ray_train"):
@@ -356,7 +370,7 @@ def bare_train_in_torchtrainer(xtr, ytr, xva, yva, n_classes, epochs, batch, lr,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from dlmine_ray.progress import make_board
+    from dlmine_ray.runtime.progress import make_board
 
     board = make_board()
     refs = [ray.put(t) for t in (xtr, ytr, xva, yva)]
@@ -364,7 +378,7 @@ def bare_train_in_torchtrainer(xtr, ytr, xva, yva, n_classes, epochs, batch, lr,
     def fn(config):
         tensors = [ray.get(r) for r in config["refs"]]
         out = bare_train(*tensors, n_classes, epochs, batch, lr, seed, threads)
-        config["board"].put.remote(out)
+        ray.get(config["board"].put.remote(out))  # on the board before fit() returns
         ray.train.report({"done": 1})
 
     trainer = TorchTrainer(
@@ -376,7 +390,7 @@ def bare_train_in_torchtrainer(xtr, ytr, xva, yva, n_classes, epochs, batch, lr,
     trainer.fit()
     wall = time.perf_counter() - t0
     out = ray.get(board.drain.remote())[0]
-    ray.kill(board)
+    ray.kill(board.actor)
     out["fit_wall_s"] = wall
     return out
 
@@ -482,9 +496,9 @@ def _steady(history: list[dict]) -> Optional[float]:
 def run(args) -> dict:
     import ray
 
-    from dlmine_ray.cluster import ray_session
     from dlmine_ray.data.synthetic import make_data
     from dlmine_ray.infer import save_model_dir
+    from dlmine_ray.runtime.session import ray_session
     from dlmine_ray.spec import spec_from_dict
 
     work = Path(tempfile.mkdtemp(prefix="dlmine_bench_", dir=args.tmp))
@@ -566,8 +580,9 @@ def run(args) -> dict:
             phase("saving the model folder")
             outcome = ours_runs[product if product in ours_runs else paths[0]]["outcome"]
             model_dir = str(work / "model")
-            save_model_dir(model_dir, outcome.state_path, ours_d["prep"], spec.task, spec.model.model_dump(),
-                           {"job": spec.name, "best_epoch": outcome.best.get("epoch")})
+            state = torch.load(outcome.state_path, map_location="cpu", weights_only=True)
+            save_model_dir(model_dir, state, ours_d["prep"], spec.task, spec.model.model_dump(),
+                           {"job": spec.name, "best_epoch": outcome.best.get("epoch")}, info=ours_d["layout"]["info"])
             del xtr, ytr, xva, yva, targs
             ours_d["splits"].clear()
             res["train"] = {
@@ -728,6 +743,10 @@ def print_report(res: dict) -> None:
         print(f"peak RSS of the process tree (summed, shared pages counted per process): {res['peak_rss_gib']} GiB")
 
 
+#: --smoke: tiny sizes, one CPU, the training path run_job picks (a Ray task)
+SMOKE = {"rows": 2000, "features": 4, "epochs": 2, "shards": 2, "batch_size": 256, "cpus": 1, "trainer": "auto"}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -750,6 +769,11 @@ def main(argv=None) -> int:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="first wait up to S seconds for the machine's CPU to be < 15%% busy")
     p.add_argument("--from-json", metavar="PATH", help="only print the report of an earlier run's --json file")
+    p.add_argument("--smoke", action="store_true",
+                   help="a seconds-long run at tiny sizes that only checks the script works (CI); "
+                        f"defaults become {SMOKE}, explicit options still win; its figures mean nothing")
+    if p.parse_known_args(argv)[0].smoke:
+        p.set_defaults(**SMOKE)
     args = p.parse_args(argv)
     if args.from_json:
         res = json.loads(Path(args.from_json).read_text())

@@ -3,7 +3,7 @@ and pyfim's fpgrowth (Borgelt's C code, one process), on the same synthetic bask
 
 For each size (default 100k and 1M baskets, 1,000 items, Zipf-like popularity, ~10 items per
 basket; `dlmine make-data baskets`) and min_support (0.5% and 0.2%):
-  ours    count items + mine (dlmine_ray.data.transactions.count_items / mine_frequent) on the
+  ours    count items + mine (dlmine_ray.mining.passes.count_items / mine_frequent) on the
           transactions already read into Ray's object store;
   mlxtend TransactionEncoder (sparse) + fpgrowth, from Python lists in memory;
   pyfim   fim.fpgrowth from the same Python lists.
@@ -21,6 +21,7 @@ allocator keeps, from hiding the next call's peak. Skip it with --no-memory.
 
     python benchmarks/bench_rules.py [--sizes 100000 1000000] [--supports 0.005 0.002]
                                      [--mlxtend-max 100000] [--cpus 2] [--no-memory]
+    python benchmarks/bench_rules.py --smoke   # seconds, tiny sizes; skips pyfim when it is not installed
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ import time
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+#: --smoke: tiny baskets, one CPU; the memory pass still runs (fresh processes)
+SMOKE = {"sizes": [3000], "supports": [0.02], "items": 60, "avg_items": 4.0, "cpus": 1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -47,18 +52,31 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     ap.add_argument("--one", nargs=3, metavar=("MINER", "PATH", "MIN_COUNT"), help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a seconds-long run at tiny sizes that only checks the script works (CI); defaults "
+                         f"become {SMOKE}, explicit options still win; pyfim is skipped when it is not installed")
+    if ap.parse_known_args()[0].smoke:
+        ap.set_defaults(**SMOKE)
     args = ap.parse_args()
 
-    import fim
+    try:
+        import fim
+    except ImportError:
+        if not args.smoke and (not args.one or args.one[0] == "pyfim"):
+            raise SystemExit("bench_rules.py compares with pyfim: pip install -e \".[bench]\" (--smoke skips it)")
+        fim = None
+        if not args.one:
+            print("pyfim is not installed: its column is skipped (nan)", flush=True)
     import pandas as pd
     import pyarrow.parquet as pq
     from mlxtend.frequent_patterns import fpgrowth
     from mlxtend.preprocessing import TransactionEncoder
 
-    from dlmine_ray.cluster import ray_session
+    from dlmine_ray.data.baskets import transactions
     from dlmine_ray.data.read import read_dataset
     from dlmine_ray.data.synthetic import make_data
-    from dlmine_ray.data.transactions import count_items, mine_frequent, transactions
+    from dlmine_ray.mining.passes import count_items, mine_frequent
+    from dlmine_ray.runtime.session import ray_session
     from dlmine_ray.spec import spec_from_dict
     from peak_memory import TreePeak
 
@@ -130,14 +148,19 @@ def main() -> None:
                 for sup in args.supports:
                     min_count = max(1, math.ceil(sup * n - 1e-9))
                     t_ours, found = timed(ours, tx, min_count)
-                    t_fim, theirs = timed(pyfim, lists, min_count)
-                    same = found == theirs
+                    t_fim = m_fim = float("nan")
+                    same = True
+                    if fim is not None:
+                        t_fim, theirs = timed(pyfim, lists, min_count)
+                        same = found == theirs
                     t_mlx = m_mlx = float("nan")
                     if n <= args.mlxtend_max:
                         t_mlx, by_mlx = timed(mlxtend, lists, min_count)
                         same = same and by_mlx == found
                         m_mlx = peak("mlxtend", path, min_count)
-                    m_ours, m_fim = peak("ours", path, min_count), peak("pyfim", path, min_count)
+                    m_ours = peak("ours", path, min_count)
+                    if fim is not None:
+                        m_fim = peak("pyfim", path, min_count)
                     rows.append((n, sup, t_ours, t_fim, t_mlx, m_ours, m_fim, m_mlx))
                     print(f"{n:>9,} baskets  min_support {sup:.3%}  {len(found):>6,} itemsets  same itemsets: {same}\n"
                           f"    seconds   ours {t_ours:6.2f}  pyfim {t_fim:6.2f}  mlxtend {t_mlx:7.2f}\n"

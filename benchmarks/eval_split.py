@@ -4,6 +4,7 @@ the row's file and position), next to a scikit-learn reference (a seeded random 
 ``train_test_split`` and HistGradientBoosting), over several data seeds.
 
     python benchmarks/eval_split.py [--rows 40000] [--seeds 0 1 2]
+    python benchmarks/eval_split.py --smoke   # seconds: 2,000 rows, one seed, one epoch
 
 The old split is reproduced with today's code by keying the split on a column that holds a hash
 of the whole row (``data.id: row_content``), which is what the old default did.
@@ -35,18 +36,29 @@ def reference(df: pd.DataFrame, seed: int) -> dict:
     return {"roc_auc": roc_auc_score(df["label"].iloc[te], p), "accuracy": accuracy_score(df["label"].iloc[te], p > 0.5)}
 
 
+#: --smoke: a small table, one seed, one epoch, one CPU
+SMOKE = {"rows": 2000, "seeds": [0], "epochs": 1, "cpus": 1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=40_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=4, help="training epochs of each deep model")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"a short run that only checks the script works (CI): defaults become {SMOKE}, "
+                         "explicit options still win; its figures mean nothing")
+    if ap.parse_known_args()[0].smoke:
+        ap.set_defaults(**SMOKE)
     args = ap.parse_args()
 
     import dlmine_ray
-    from dlmine_ray.cluster import ray_session
     from dlmine_ray.data.synthetic import make_repeated_rows
+    from dlmine_ray.runtime.session import ray_session
 
     rows = []
-    with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as tmp:
+    with ray_session(num_cpus=args.cpus), tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             df = make_repeated_rows(args.rows, seed)
             path = os.path.join(tmp, f"survey-{seed}.parquet")
@@ -59,7 +71,7 @@ def main() -> None:
                                ("new: file and position", {"ignore": ["row_content"]})):
                 job = {"name": f"split-{seed}", "task": "classify",
                        "data": {"path": path, "target": "label", **data, "split": {"seed": seed}},
-                       "model": {"hidden": [32]}, "train": {"epochs": 4, "batch_size": 512, "seed": seed}}
+                       "model": {"hidden": [32]}, "train": {"epochs": args.epochs, "batch_size": 512, "seed": seed}}
                 m = dlmine_ray.run_job(job, os.path.join(tmp, f"run-{seed}-{len(rows)}"), quiet=True).metrics
                 rows.append({"seed": seed, "split": name, "deep roc_auc": m["roc_auc"],
                              "baseline roc_auc": m["baseline_roc_auc"], "deep accuracy": m["accuracy"],

@@ -1,6 +1,7 @@
 """Run a command and report its wall time and the peak memory of its whole process tree.
 
   python benchmarks/peak_memory.py -- dlmine run jobs/synthetic_2m.yaml --output runs/s2m --overwrite
+  python benchmarks/peak_memory.py --smoke   # a few seconds: a child that starts a 1-CPU local Ray (CI)
 
 A local Ray started by the command (GCS, raylet, workers) runs as its descendants, so the tree
 covers everything the job uses. Two figures: the peak of summed RSS (counts pages shared between
@@ -85,7 +86,14 @@ class TreePeak:
         return self.peak - self.base
 
 
+#: --smoke: the command measured (a local Ray with one CPU, one task, shut down)
+SMOKE = [sys.executable, "-c", "import ray; ray.init(num_cpus=1, include_dashboard=False); "
+         "print(ray.get(ray.remote(lambda: 'smoke ok').remote())); ray.shutdown()"]
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--smoke"]:
+        argv = SMOKE
     if "--" in argv:
         argv = argv[argv.index("--") + 1:]
     if not argv:
