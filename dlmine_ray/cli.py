@@ -1,4 +1,4 @@
-"""The ``dlmine`` command: run, demo, submit, predict, make-data."""
+"""The ``dlmine`` command: run, demo, submit, predict, history, make-data."""
 
 from __future__ import annotations
 
@@ -61,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "json"])
     pr.add_argument("--overwrite", action="store_true")
     common(pr)
+
+    h = sub.add_parser("history", help="list the knowledge base: datasets, runs and their best scores",
+                       description="List the datasets and runs recorded in the knowledge base (every run is "
+                                   "recorded), newest first; --export writes the runs to Parquet.")
+    h.add_argument("--knowledge", metavar="PATH_OR_URL", help="default: $DLMINE_KNOWLEDGE, else "
+                   "~/.dlmine/knowledge.db")
+    h.add_argument("--task", help="only this task's runs")
+    h.add_argument("--dataset", help="only runs on this dataset (a name, or a fingerprint or its prefix)")
+    h.add_argument("--runs", type=int, default=20, metavar="N", help="how many runs to list (default 20)")
+    h.add_argument("--export", metavar="FILE.parquet", help="also write every matching run here")
+    h.add_argument("--mine", action="store_true", help="what the trials on each dataset teach: each setting's "
+                   "importance (fANOVA) and rules 'settings -> top quartile'")
 
     m = sub.add_parser("make-data", help="write a synthetic sharded Parquet dataset",
                        description="Write a synthetic dataset as sharded Parquet, for scale tests and demos: "
@@ -131,6 +143,10 @@ def main(argv=None) -> int:
             n = predict(args.model, data, args.output, address=args.address, overwrite=args.overwrite,
                         verbose=verbose, fmt=args.format)
             print(f"wrote {n:,} predictions to {os.path.abspath(args.output)} in {time.perf_counter() - t0:.1f}s")
+        elif args.command == "history":
+            from dlmine_ray.app.history import history
+
+            history(args.knowledge, args.task, args.dataset, args.export, args.runs, args.mine)
         elif args.command == "make-data":
             from dlmine_ray.data.synthetic import make_data
 

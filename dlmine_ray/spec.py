@@ -139,22 +139,32 @@ class ScalingSpec(_Strict):
 
 
 class TuneSpec(_Strict):
-    """Model selection with Ray Tune; keys of `space` are dotted job fields."""
+    """Model selection with Ray Tune; keys of `space` are dotted job fields. Without `space`, the
+    task's default search space; the first trials come from the knowledge base (``warm_start``)."""
 
     num_samples: int = Field(8, ge=1)
+    time_budget_s: Optional[float] = Field(None, gt=0.0, description="stop starting trials after this many "
+                                                                       "seconds (as well as after num_samples)")
+    warm_start: bool = Field(True, description="begin with the best settings of this dataset's past runs and of "
+                                               "the nearest past datasets (by meta-features) in the knowledge base")
     scheduler: Literal["asha", "fifo"] = "asha"
     search: Literal["random", "optuna"] = "random"
     metric: Optional[str] = None
     mode: Optional[Literal["min", "max"]] = None
     max_concurrent: Optional[int] = Field(None, ge=1)
     grace_period: int = Field(2, ge=1)
-    space: dict[str, Any] = Field(default_factory=dict)
+    space: Optional[dict[str, Any]] = Field(None, description="dotted job field -> a list of choices or "
+                                                                "{loguniform|uniform|randint: [low, high]}; "
+                                                                "default: the task's search space")
 
     @field_validator("space")
     @classmethod
     def _space_shape(cls, space):
+        if space is None:
+            return space
         if not space:
-            raise ValueError("tune.space is empty: name at least one job field to search over")
+            raise ValueError("tune.space is empty: name at least one job field to search over, or leave "
+                             "tune.space out for the task's default search space")
         for key, dom in space.items():
             if isinstance(dom, list):
                 if not dom:
@@ -186,6 +196,10 @@ class JobSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     tune: Optional[TuneSpec] = None
+    knowledge: Optional[str] = Field(
+        None, description="the knowledge base every run is recorded in: a file path or a SQLAlchemy URL "
+                          "(postgresql+psycopg://...); 'off' records nothing. Default: $DLMINE_KNOWLEDGE, else "
+                          "~/.dlmine/knowledge.db")
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
     storage: Optional[str] = Field(
@@ -258,7 +272,10 @@ class JobSpec(_Strict):
         if d.group is not None and d.group in (d.target, d.labels):
             raise ValueError(f"data.group '{d.group}' is also the target/labels column")
         if self.tune is not None:
-            for key in self.tune.space:
+            if self.tune.space is None and not task.default_space(self):
+                raise ValueError(f"tune.space: task {self.task} has no default search space; name the job fields "
+                                 "to search over")
+            for key in self.tune.space or {}:
                 _check_dotted_field(self, key)
             if self.tune.metric is not None and self.tune.metric not in task.val_metrics:
                 raise ValueError(f"tune.metric '{self.tune.metric}' is not a validation metric of task {self.task}; "
@@ -268,6 +285,11 @@ class JobSpec(_Strict):
     def options(self) -> Any:
         """The section of this job's task (None when the task has none)."""
         return get_task(self.task).options_of(self)
+
+    def search_space(self) -> dict[str, Any]:
+        """The tuned space: ``tune.space``, else the task's default search space."""
+        space = self.tune.space if self.tune is not None else None
+        return space if space is not None else get_task(self.task).default_space(self)
 
     def selection(self) -> tuple[str, str]:
         """The validation metric (name, mode) that Tune optimises: ``tune.metric`` (and ``tune.mode``),

@@ -7,6 +7,10 @@ import os
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# every run records itself in the knowledge base: never the user's (~/.dlmine) from a test
+import tempfile  # noqa: E402
+
+os.environ["DLMINE_KNOWLEDGE"] = os.path.join(tempfile.mkdtemp(prefix="dlmine_test_kb_"), "knowledge.db")
 
 import numpy as np
 import pandas as pd
@@ -25,6 +29,12 @@ def _ensure_ray():
         cm.__enter__()
         _session["cm"] = cm
     return ray
+
+
+@pytest.fixture(autouse=True)
+def knowledge_of_its_own(tmp_path, monkeypatch):
+    """Each test's runs go to a knowledge base of its own, so that no test warm-starts from another's."""
+    monkeypatch.setenv("DLMINE_KNOWLEDGE", str(tmp_path / "knowledge.db"))
 
 
 @pytest.fixture

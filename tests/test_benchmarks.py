@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SMOKE = {
     "bench_detect_scoring.py": ["--smoke"],
     "bench_fixed_cost.py": ["--smoke"],
+    "bench_model_selection.py": ["--smoke"],
     "bench_pipeline.py": ["--smoke"],
     "bench_rules.py": ["--smoke"],
     "eval_split.py": ["--smoke"],

@@ -8,12 +8,14 @@ import tempfile
 from typing import Optional, Union
 
 from dlmine_ray.app.jobfile import coerce_spec
+from dlmine_ray.errors import first_line
 from dlmine_ray.pipelines import RunContext, RunResult, run_pipeline
 from dlmine_ray.pipelines.write import RunFolder
 from dlmine_ray.runtime.progress import Reporter
 from dlmine_ray.runtime.session import ray_session
 from dlmine_ray.spec import JobSpec
 from dlmine_ray.tasks import get_task
+from dlmine_ray.tune.knowledge import KnowledgeBase
 
 
 def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.PathLike] = "runs/latest",
@@ -21,25 +23,52 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
             quiet: bool = False, overrides: Optional[list] = None, num_cpus: Optional[int] = None) -> RunResult:
     """Run a job (a JobSpec, a dict, or a YAML path) and write its outputs into ``output``.
 
-    Returns the RunResult; raises DlmineError for bad input, leaving no output behind."""
+    Returns the RunResult; raises DlmineError for bad input, leaving no output behind. The run, and
+    a failed one too, is recorded in the knowledge base (``knowledge:``), which is opened first: one
+    that cannot be opened stops the run before anything is written."""
     spec = coerce_spec(job, overrides)
     rep = Reporter(quiet=quiet, verbose=verbose)
     folder = RunFolder(str(output), overwrite)
+    kb = KnowledgeBase.open(spec.knowledge)
     folder.open()
     scratch = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
+    ctx = None
     try:
         with ray_session(address, verbose, num_cpus) as cpus:
-            ctx = RunContext(spec, get_task(spec.task), folder, rep, spec.storage or scratch, scratch, cpus)
+            ctx = RunContext(spec, get_task(spec.task), folder, rep, spec.storage or scratch, scratch, cpus,
+                             knowledge=kb)
             result = run_pipeline(ctx)
         rep.stage("publishing", str(folder.final))
         result.output = folder.commit()
+        _record(ctx, rep, result=result)
         rep.done()
         return result
-    except BaseException:
+    except BaseException as err:
         folder.discard()
+        if ctx is not None and not isinstance(err, KeyboardInterrupt):
+            _record(ctx, rep, error=err)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _record(ctx: RunContext, rep: Reporter, result: Optional[RunResult] = None,
+            error: Optional[BaseException] = None) -> None:
+    """Add the run (completed or failed) to the knowledge base; a failure to write is told, and
+    never costs the run its results."""
+    if ctx.knowledge is None:
+        return
+    sel = ctx.selection or {}
+    run = {"task": ctx.spec.task, "name": ctx.spec.name, "status": "completed" if error is None else "failed",
+           "job": (result.spec if result is not None else ctx.spec).model_dump(),
+           "metrics": result.metrics if result is not None else None, "selection_metric": sel.get("metric"),
+           "selection_mode": sel.get("mode"), "selection_value": sel.get("value"),
+           "seconds": ctx.seconds(), "output": str(result.output) if result is not None else None,
+           "error": None if error is None else f"{type(error).__name__}: {first_line(error)}"}
+    try:
+        ctx.knowledge.record(run, ctx.dataset, ctx.trials if error is None else [])
+    except Exception as err:  # the run's own folder is complete; the record is what is lost
+        rep.info(f"[yellow]warning: the run was not recorded in the knowledge base: {first_line(err)}[/]")
 
 
 def print_summary(result: RunResult) -> None:

@@ -29,7 +29,7 @@ class RunResult:
 class RunContext:
     """One run: the job as given and its task, the staging folder its files go to, the console,
     where Ray Train/Tune keep checkpoints (``storage``), a local scratch folder removed at the end,
-    and the cluster's CPUs."""
+    the cluster's CPUs, and the knowledge base with what the run adds to it."""
 
     spec: JobSpec
     task: Task
@@ -39,6 +39,13 @@ class RunContext:
     scratch: str
     cpus: float
     started: float = field(default_factory=time.perf_counter)
+    #: the open knowledge base (tune/knowledge.py), or None when the job records nothing
+    knowledge: Any = None
+    #: what the pipeline learnt for the knowledge base: the dataset (fingerprint, meta-features),
+    #: the selection metric's value of the saved model, and the trials (settings and values)
+    dataset: Optional[dict] = None
+    selection: Optional[dict] = None
+    trials: list = field(default_factory=list)
 
     @property
     def options(self) -> Any:

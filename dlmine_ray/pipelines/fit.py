@@ -39,6 +39,10 @@ class Fitted:
     seconds: float
     run_spec: JobSpec
     leaderboard: Optional[pd.DataFrame] = None
+    #: tuned runs: every trial ({"trial", "status", "params", "value", "epochs", "seconds"})
+    trials: Optional[list] = None
+    #: tuned runs: what the trials (this run's and the past ones on this dataset) teach (tune/lessons.py)
+    lessons: Optional[dict] = None
 
 
 def rows_dataset(x: np.ndarray, target: np.ndarray):
@@ -53,17 +57,52 @@ def rows_dataset(x: np.ndarray, target: np.ndarray):
 
 
 def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
-    """One stage as a Ray Tune search; returns (outcome, leaderboard, the best trial's job)."""
+    """One stage as a Ray Tune search, its first trials from the knowledge base; returns the
+    TuneOutcome and the best trial's job."""
+    from dlmine_ray.tune.lessons import fixed_settings, lessons
     from dlmine_ray.tune.search import run_tune, trial_spec
+    from dlmine_ray.tune.warm import warm_points
 
     spec, rep = ctx.spec, ctx.reporter
     t = spec.tune
-    rep.stage("tuning", f"{t.num_samples} trials, {t.scheduler} scheduler, {t.search} search")
-    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep)
+    default = " (the task's default space)" if t.space is None else ""
+    rep.stage("tuning", f"{t.num_samples} trials{default}, {t.scheduler} scheduler, {t.search} search"
+                        + (f", at most {t.time_budget_s:g}s" if t.time_budget_s else ""))
+    metric, mode = spec.selection()
+    space, points, past = dict(spec.search_space()), [], pd.DataFrame()
+    if ctx.knowledge is not None and ctx.dataset is not None:
+        with failing_as("cannot read the knowledge base"):
+            past = ctx.knowledge.trials(spec.task, [ctx.dataset["fingerprint"]])
+        past = past[past["selection_metric"] == metric] if len(past) else past
+        if t.space is None and len(past):  # the default space: what never mattered here is fixed
+            fixed, imp = fixed_settings(past, space, mode)
+            for key, value in fixed.items():
+                share = float(imp.set_index("setting").loc[key, "importance"])
+                rep.info(f"fixed {key}={value}: importance {share:.3f} over {len(past)} past trials on this dataset")
+                space[key] = [value]
+        if t.warm_start:
+            with failing_as("cannot read the knowledge base"):
+                points, notes = warm_points(ctx.knowledge, spec.task, ctx.dataset, space, metric, mode,
+                                            max(1, t.num_samples // 2))
+            for line in notes or ["warm start: the knowledge base has no past run of this task to start from"]:
+                rep.info(line)
+    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep, points, space)
     top = tuned.leaderboard.iloc[0]
     rep.info(f"best trial: {top['trial']} ({top['status']}, {top['epochs']} epochs) "
              f"best {tuned.metric}={top[tuned.metric]:.4g} with {tuned.best_params}")
-    return tuned.best, tuned.leaderboard, trial_spec({**spec.model_dump(), "tune": None}, tuned.best_params)
+    learnt = lessons(pd.concat([past[["params", "value", "status"]] if len(past) else past,
+                                pd.DataFrame(tuned.trials)], ignore_index=True), space, mode)
+    if learnt is not None:
+        learnt["past_trials"] = len(past)
+        imp = learnt["importance"]
+        if len(imp):
+            rep.info("what mattered (fANOVA over " + f"{learnt['trials']} trials): "
+                     + ", ".join(f"{s} {v:.2f}" for s, v in zip(imp["setting"][:3], imp["importance"][:3])))
+        if len(learnt["trial_rules"]):
+            r = learnt["trial_rules"].iloc[0]
+            rep.info(f"trial rule: {r['rule']} (confidence {r['confidence']:.2f}, lift {r['lift']:.2f})")
+    tuned.lessons = learnt
+    return tuned, trial_spec({**spec.model_dump(), "tune": None}, tuned.best_params)
 
 
 def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[dict] = None,
@@ -78,7 +117,7 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
     trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
     base_sets, history, state = dict(sets), [], None
-    run_spec, leaderboard, outcome = spec, None, None
+    run_spec, tuned, outcome = spec, None, None
     keep_in = os.path.join(ctx.scratch, name)
     board = make_board()
     t0 = time.perf_counter()
@@ -87,7 +126,8 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
             layout = {"n_features": n_features, "info": info, "has_valid": "valid" in sets, "stage": stage,
                       "init_state": state}
             if spec.tune is not None:  # each trial trains with its own job's train settings
-                outcome, leaderboard, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, stage), board)
+                tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, stage), board)
+                outcome = tuned.best
             else:
                 layout["train"] = tr = task.stage_train(spec, stage)
                 step = f"stage {i + 1}/{len(stages)} '{stage}': " if len(stages) > 1 else ""
@@ -114,4 +154,5 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     final = task.build_model(n_features, info, run_spec.model.model_dump())
     final.load_state_dict(state, strict=False)
     return Fitted({k: v.detach().cpu() for k, v in final.state_dict().items()}, info, history, outcome.best,
-                  stages, trainer, time.perf_counter() - t0, run_spec, leaderboard)
+                  stages, trainer, time.perf_counter() - t0, run_spec, tuned.leaderboard if tuned else None,
+                  tuned.trials if tuned else None, tuned.lessons if tuned else None)

@@ -73,8 +73,14 @@ def run(ctx: RunContext) -> RunResult:
             sets["valid"] = valid
     rep.info(f"{prep.n_features} encoded features from {len(features)} columns; {n_train:,} training rows")
 
-    wanted = task.stage_samples(spec)
     seed = spec.train.seed
+    if ctx.knowledge is not None:  # what the dataset looks like, for choosing models from past runs
+        from dlmine_ray.tune.metafeatures import SAMPLE_ROWS, describe_rows
+
+        x_m, y_m = _sample(sets["train"], n_train, SAMPLE_ROWS, seed + 3, with_target=True)
+        ctx.dataset = describe_rows(profile, features, truth, categorical, x_m, y_m if task.target_kind else None,
+                                    task.target_kind, seed, str(d.path))
+    wanted = task.stage_samples(spec)
     samples = {}
     if wanted.get("train"):
         samples["train"] = _sample(sets["train"], n_train, wanted["train"], seed)[0]
@@ -82,6 +88,7 @@ def run(ctx: RunContext) -> RunResult:
         samples["all"] = _sample(encoded, profile.n_rows, wanted["all"], seed + 1)[0]
     info = task.initial_info(spec, prep.feature_names, prep.target_info_)
     fitted = fit_stages(ctx, sets, prep.n_features, info, samples)
+    _selection(ctx, fitted)
 
     baseline, base_rows, base_seconds = None, 0, 0.0
     if spec.compare_baselines:
@@ -116,15 +123,52 @@ def run(ctx: RunContext) -> RunResult:
                    else {"best_epoch": fitted.best.get("epoch")})
     if baseline is not None:
         metrics.update({"baseline_rows_train": int(base_rows), "baseline_seconds": round(base_seconds, 3)})
+    leaderboard = fitted.leaderboard
+    if leaderboard is not None and baseline is not None and "valid" in sets:
+        leaderboard = _with_baseline_row(leaderboard, ctx, baseline, sets["valid"], n_valid, fitted.info)
     # lets the report show cluster profiles in the original units of numeric columns
     result.report["numeric_units"] = {c: (mean, std) for c, mean, std in prep.numeric_}
 
     rep.stage("writing", f"metrics, {task.result_file}, model, report")
     write_outputs(ctx, metrics, run_spec=fitted.run_spec, history=fitted.history,
-                  tables={task.result_file: result.table}, leaderboard=fitted.leaderboard,
+                  tables={task.result_file: result.table}, leaderboard=leaderboard,
                   report={"profile": profile.summary(truth), "history": fitted.history, "material": result.report,
-                          "info": fitted.info, "n_inputs": prep.n_features})
-    return RunResult(ctx.folder.final, metrics, fitted.run_spec, fitted.leaderboard)
+                          "info": fitted.info, "n_inputs": prep.n_features, "lessons": fitted.lessons})
+    return RunResult(ctx.folder.final, metrics, fitted.run_spec, leaderboard)
+
+
+def _selection(ctx: RunContext, fitted) -> None:
+    """The saved model's value of the selection metric, and the trials, for the knowledge base."""
+    from dlmine_ray.tune.warm import untuned_trial
+
+    metric, mode = ctx.spec.selection()
+    if fitted.trials:
+        best = fitted.leaderboard.iloc[0][metric]
+        ctx.trials = fitted.trials
+    else:
+        best = fitted.best.get(metric, fitted.best.get("val_loss"))
+        ctx.trials = [untuned_trial(fitted.run_spec, ctx.task.default_space(ctx.spec), best)]
+    ctx.selection = {"metric": metric, "mode": mode, "value": None if best is None else float(best)}
+
+
+def _with_baseline_row(board: pd.DataFrame, ctx: RunContext, baseline, valid, n_valid: int, info: dict):
+    """The leaderboard with the baseline as a row, scored on the validation split with the same
+    validation metrics as every trial, so that a user sees where it ranks; the saved model stays
+    the best deep trial. Ranks count the deep trials only."""
+    import torch
+
+    task = ctx.task
+    metric, mode = ctx.spec.selection()
+    x, y = _sample(valid, n_valid, n_valid, 0, with_target=True)
+    out = torch.from_numpy(task.baseline_outputs(baseline, x, info))
+    target = torch.from_numpy(np.asarray(y)).to(task.target_torch_dtype())
+    scores = task.epoch_metrics(task.batch_sums(out, target), info)
+    row = {"rank": None, "trial": f"baseline ({task.baseline_name})", "status": "baseline", "epochs": 0,
+           metric: scores.get(metric), **{f"best_{k}": v for k, v in scores.items() if f"best_{k}" in board}}
+    out_board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
+    out_board = out_board.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
+    out_board["rank"] = out_board["rank"].astype("Int64")
+    return out_board.reset_index(drop=True)
 
 
 def _encode(ds, ctx: RunContext, prep: TabularPreprocessor, kept: tuple[str, ...]):

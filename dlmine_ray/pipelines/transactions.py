@@ -147,6 +147,10 @@ def run(ctx: RunContext) -> RunResult:
     n, counts, encoded = count_items(tx)
     if n == 0:
         raise DlmineError("the dataset is empty: no transactions were read")
+    if ctx.knowledge is not None:
+        from dlmine_ray.tune.metafeatures import describe_baskets
+
+        ctx.dataset = describe_baskets(n, counts, str(spec.data.path))
     min_count = min_count_for(r.min_support, n)
     frequent = sorted((item for item, c in counts.items() if c >= min_count), key=lambda i: (-counts[i], i))
     names = np.asarray(frequent, dtype=object)

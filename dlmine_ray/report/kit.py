@@ -58,7 +58,7 @@ def finite(v: Any) -> bool:
 
 def fmt(v: Any) -> str:
     """A table cell's text: 4 significant digits, counts with thousands separators, '–' for none."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, (float, np.floating)) and float(v).is_integer() and abs(v) >= 1000:
         return f"{int(v):,}"  # a count that a mixed table column turned into a float

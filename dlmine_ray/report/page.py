@@ -137,6 +137,26 @@ def dropped_note(profile: dict) -> str:
             f'{html.escape(", ".join(dropped))}.</p>')
 
 
+def _lessons_part(lessons: dict) -> list[str]:
+    """What mattered in the search, and the settings that go with its best trials."""
+    past = lessons.get("past_trials", 0)
+    over = f"{lessons['trials']} trials" + (f" ({past} of them from past runs on this dataset)" if past else "")
+    parts = ["<h3>What mattered</h3>",
+             f'<p class="muted">fANOVA (Optuna) over {over}: each setting\'s share of the variance of the '
+             'tuned metric.</p>']
+    if len(lessons["importance"]):
+        parts.append(table(lessons["importance"], left=("setting",)))
+    parts.append("<h3>Rules over the trials</h3>")
+    if len(lessons["trial_rules"]):
+        parts += ['<p class="muted">Each trial is a basket of its settings (ranges in terciles of the values '
+                  'tried) and "top quartile" when it is among the best quarter; the rules are mined with this '
+                  'project\'s FP-Growth.</p>', table(lessons["trial_rules"], left=("rule",))]
+    else:
+        parts.append('<p class="muted">No rule reaches support 0.1 and confidence 0.5 (8 trials or more are '
+                     'needed).</p>')
+    return parts
+
+
 def _metrics_part(task, spec, metrics: dict) -> list[str]:
     if not task.metric_modes:
         return []
@@ -167,13 +187,13 @@ def _profile_part(task, profile: dict, n_inputs: int) -> list[str]:
 def write_report(path: Path, task, spec, metrics: dict, *, profile: Optional[dict] = None,
                  history: Optional[list[dict]] = None, material: Optional[dict] = None,
                  info: Optional[dict] = None, leaderboard: Optional[pd.DataFrame] = None, base_spec=None,
-                 n_inputs: Optional[int] = None) -> None:
+                 n_inputs: Optional[int] = None, lessons: Optional[dict] = None) -> None:
     """Write the run's report page (atomically) to ``path``; returns None.
 
     ``spec`` is the job of the saved model (after tuning, the best trial's); ``base_spec`` the
     tuned job as given, whose search space the leaderboard section shows; ``material`` what the
     task's ``mine`` handed to its report sections; ``n_inputs`` the model's encoded inputs (default:
-    the task's ``info['feature_names']``)."""
+    the task's ``info['feature_names']``); ``lessons`` what the tuning trials teach (tune/lessons.py)."""
     info = info or {}
     trials = len(leaderboard) if leaderboard is not None else 0
     parts = [f"<h1>{html.escape(spec.name)}</h1>", task.header_html(spec, info, metrics, profile, trials)]
@@ -192,9 +212,13 @@ def write_report(path: Path, task, spec, metrics: dict, *, profile: Optional[dic
         parts.append('<p class="muted">status: <b>completed</b> (the trial ran its epochs or stopped early by '
                      'itself), <b>stopped by scheduler</b> (the scheduler ended it), <b>error</b>. The saved model is '
                      'the rank 1 trial; the Job below is its job (job.yaml); the job as given is job_base.yaml.</p>')
+        if lessons:
+            parts += _lessons_part(lessons)
         if base_spec is not None and base_spec.tune is not None:
-            parts.append("<h3>Search space</h3>"
-                         f"<pre>{html.escape(yaml.safe_dump(base_spec.tune.model_dump(), sort_keys=False))}</pre>")
+            shown = {**base_spec.tune.model_dump(), "space": base_spec.search_space()}
+            parts.append("<h3>Search space</h3>" + ("" if base_spec.tune.space is not None else
+                                                    '<p class="muted">the task\'s default space</p>')
+                         + f"<pre>{html.escape(yaml.safe_dump(shown, sort_keys=False))}</pre>")
     if profile:
         parts += _profile_part(task, profile, n_inputs if n_inputs is not None else len(info.get("feature_names", [])))
     write_page(path, spec, parts)

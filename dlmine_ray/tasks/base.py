@@ -97,6 +97,11 @@ class Task:
     def check_spec(self, spec: Any) -> None:
         """Cross-field rules of a job of this task that need no data; raise ValueError naming the field."""
 
+    def default_space(self, spec: Any) -> dict[str, Any]:
+        """The search space of ``tune:`` without ``space`` (dotted job field -> a list of choices
+        or {loguniform|uniform|randint: [low, high]}); empty when the task has none."""
+        return {}
+
     def quick_overrides(self, spec: Any) -> list[tuple[str, Any]]:
         """The dotted overrides of a smoke run (``dlmine demo --quick``): two epochs, two trials."""
         return [("train.epochs", 2)] + ([("tune.num_samples", 2)] if spec.tune is not None else [])
@@ -234,6 +239,19 @@ class SupervisedTask(Task):
 
     def truth_column(self, spec):
         return spec.data.target
+
+    def default_space(self, spec):
+        # the model family and its shape, regularisation and the optimiser: what an MLP's result
+        # depends on most; ranges as in common tabular deep-learning practice
+        return {"model.kind": ["mlp", "resmlp"], "model.hidden": [[64], [128, 64], [256, 128], [256, 256, 128]],
+                "model.dropout": [0.0, 0.1, 0.2, 0.3], "model.batch_norm": [False, True],
+                "train.lr": {"loguniform": [1e-4, 1e-2]}, "train.weight_decay": [0.0, 1e-5, 1e-4, 1e-3],
+                "train.batch_size": [64, 128, 256, 512]}
+
+    def baseline_outputs(self, baseline, x: np.ndarray, info: dict) -> np.ndarray:
+        """The baseline's predictions in the deep model's output space (logits, standardised
+        values), so that its validation metrics come from the same ``batch_sums``."""
+        raise NotImplementedError
 
     def test_metrics(self, y_true, pred: pd.DataFrame, info: dict) -> dict[str, float]:
         """Test-split metrics from true targets (original units/labels) and prediction columns."""

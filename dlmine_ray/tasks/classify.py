@@ -98,6 +98,11 @@ class ClassifyTask(SupervisedTask):
         cols.update({_proba_column(c): proba[:, j] for j, c in enumerate(classes)})
         return cols
 
+    def baseline_outputs(self, baseline, x, info):
+        proba = np.zeros((x.shape[0], len(info["classes"])))
+        proba[:, baseline.classes_.astype(int)] = baseline.predict_proba(x)
+        return np.log(np.clip(proba, 1e-12, 1.0)).astype(np.float32)
+
     def report_sections(self, spec, metrics, material, info):
         pred = material.get("predictions")
         if pred is None:

@@ -64,6 +64,9 @@ class RegressTask(SupervisedTask):
     def baseline_predict(self, baseline, x, info):
         return {"prediction": baseline.predict(x) * info["target_std"] + info["target_mean"]}
 
+    def baseline_outputs(self, baseline, x, info):
+        return baseline.predict(x).astype(np.float32)[:, None]
+
     def report_sections(self, spec, metrics, material, info):
         pred = material.get("predictions")
         if pred is None:

@@ -14,7 +14,7 @@ import json
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -41,9 +41,15 @@ def _domain(dom: Any):
     return tune.choice([_JSON_PREFIX + json.dumps(v) if isinstance(v, (list, dict)) else v for v in dom])
 
 
-def param_space(spec: JobSpec) -> dict:
-    """Tune's search space: one entry per dotted job field of ``tune.space``."""
-    return {key: _domain(dom) for key, dom in spec.tune.space.items()}
+def param_space(spec: JobSpec, space: Optional[dict] = None) -> dict:
+    """Tune's search space: one entry per dotted job field of ``space`` (default: the job's,
+    ``tune.space``, else the task's)."""
+    return {key: _domain(dom) for key, dom in (space or spec.search_space()).items()}
+
+
+def encode_point(point: dict) -> dict:
+    """A configuration (dotted field -> value) as Tune's space carries it (lists as JSON strings)."""
+    return {k: _JSON_PREFIX + json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}
 
 
 def decode_params(config: dict) -> dict:
@@ -143,12 +149,37 @@ class TuneOutcome:
     best_params: dict
     metric: str
     mode: str
+    #: every trial: {"trial", "status", "params" (dotted field -> value), "value", "epochs", "seconds"}
+    trials: list = None
+    #: what the trials teach (set by the pipeline: tune/lessons.py)
+    lessons: Optional[dict] = None
+
+
+def _complete(point: dict, space: dict, spec: JobSpec) -> Optional[dict]:
+    """``point`` with every key of ``space``: a missing one takes the job's value where the space
+    allows it; None when it does not."""
+    from dlmine_ray.tune.warm import allowed
+
+    out = dict(point)
+    for key, dom in space.items():
+        if key in out:
+            continue
+        value: Any = spec
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if not allowed(dom, value):
+            return None
+        out[key] = value
+    return out
 
 
 def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress, cluster_cpus: float,
-             keep_in: str, reporter=None) -> TuneOutcome:
+             keep_in: str, reporter=None, points: Optional[list[dict]] = None,
+             space: Optional[dict] = None) -> TuneOutcome:
     """Run the trials of ``spec.tune``; return a TuneOutcome: the best trial's model, and the
     leaderboard of every trial with its status (COMPLETED, STOPPED by the scheduler, or ERROR).
+    ``points``: configurations (dotted field -> value) tried first, before the random ones;
+    ``space``: the space to search (default: the job's).
 
     The best trial is the one with the best ``best_<metric>`` (its best epoch's value of the tuned
     metric), the value the console's "best so far" and the leaderboard's metric column show."""
@@ -178,17 +209,22 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
     scheduler = _scheduler(spec, stopped)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    space = space or spec.search_space()
+    if ts.search == "optuna":  # Optuna takes whole points only: the job's own values fill the gaps
+        points = [p for p in (_complete(p, space, spec) for p in points or []) if p is not None]
+    first = [encode_point(p) for p in points or []] or None
     # seeded, so that a tuned job run twice tries the same configurations (unseeded, it did not)
-    search_alg = BasicVariantGenerator(random_state=spec.train.seed)
+    search_alg = BasicVariantGenerator(points_to_evaluate=first, random_state=spec.train.seed)
     if ts.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(seed=spec.train.seed)
+        search_alg = OptunaSearch(seed=spec.train.seed, points_to_evaluate=first)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space=param_space(spec),
+        param_space=param_space(spec, space),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, scheduler=scheduler,
-                                    search_alg=search_alg, max_concurrent_trials=ts.max_concurrent or slots),
+                                    search_alg=search_alg, max_concurrent_trials=ts.max_concurrent or slots,
+                                    time_budget_s=ts.time_budget_s),
         run_config=tune.RunConfig(name=f"{spec.name}-tune-{uuid.uuid4().hex[:8]}", storage_path=storage,
                                   verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   callbacks=[_trial_ends(stopped, ends, reporter)]),
@@ -197,9 +233,13 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
     # Tune prints its own experiment box and tables to stdout; our reporter already shows trials.
     with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
         grid = tuner.fit()
-    rows, best_row, best_value = [], None, None
+    rows, trials, best_row, best_value = [], [], None, None
+    unstarted = 0
     for i, res in enumerate(grid):
         m = res.metrics or {}
+        if "epoch" not in m and res.error is None:  # never ran: the search stopped first (time_budget_s)
+            unstarted += 1
+            continue
         df = res.metrics_dataframe if res.metrics_dataframe is not None else pd.DataFrame()
         value = trial_value(m, metric)
         trial_id = m.get("trial_id", f"trial_{i}")
@@ -214,12 +254,17 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         for k, v in params.items():
             row[k] = json.dumps(v) if isinstance(v, (list, dict)) else v
         rows.append(row)
+        trials.append({"trial": trial_id, "status": status, "params": params, "value": value,
+                       "epochs": row["epochs"], "seconds": row["seconds"]})
         ok = res.error is None and value is not None
         if ok and (best_value is None or (value < best_value if mode == "min" else value > best_value)):
             best_value, best_row = value, (res, df, params)
     if best_row is None:
         errors = [str(r.error).splitlines()[-1] for r in grid if r.error]
         raise RuntimeError("every tuning trial failed" + (f": {errors[0]}" if errors else ""))
+    if unstarted and reporter is not None:
+        reporter.info(f"{unstarted} of {ts.num_samples} trials never started: tune.time_budget_s "
+                      f"({ts.time_budget_s:g}s) ended the search")
     res, df, params = best_row
     if res.checkpoint is not None:
         with res.checkpoint.as_directory() as d:
@@ -233,4 +278,4 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
     board = pd.DataFrame(rows)
     board = board.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
-    return TuneOutcome(best, board, params, metric, mode)
+    return TuneOutcome(best, board, params, metric, mode, trials)
