@@ -242,13 +242,24 @@ def test_tune_without_space_regress_and_time_budget(tmp_path, ray_local):
     df.to_parquet(tmp_path / "reg.parquet", index=False)
     job = write_job(tmp_path / "job.yaml", task="regress",
                     data={"path": str(tmp_path / "reg.parquet"), "target": "target"},
-                    tune={"num_samples": 200, "time_budget_s": 4, "scheduler": "fifo"},
+                    tune={"num_samples": 200, "time_budget_s": 15, "scheduler": "fifo"},
                     train={"epochs": 1, "batch_size": 64})
     assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
     board = pd.read_parquet(tmp_path / "out" / "leaderboard.parquet")
     assert 1 <= len(board) < 200  # stopped on time, not on num_samples
     assert "model.kind" in board.columns
     assert yaml.safe_load((tmp_path / "out" / "job.yaml").read_text())["tune"] is None
+
+
+def test_a_time_budget_too_small_for_any_trial_is_one_line(tmp_path, ray_local, capsys):
+    make_frame(200, kind="regress").to_parquet(tmp_path / "reg.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", task="regress", data={"path": str(tmp_path / "reg.parquet"),
+                                                                 "target": "target"},
+                    tune={"num_samples": 4, "time_budget_s": 0.01, "scheduler": "fifo"})
+    assert main(["run", job, "--output", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tune.time_budget_s (0.01s) ended the search before any trial finished an epoch" in line
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("doc, needle", [

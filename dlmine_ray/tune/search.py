@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from dlmine_ray.errors import DlmineError
 from dlmine_ray.runtime.progress import COMPLETED, ERROR, STOPPED, trial_value
 from dlmine_ray.spec import JobSpec, spec_from_dict
 from dlmine_ray.tasks import get_task
@@ -259,6 +260,9 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         ok = res.error is None and value is not None
         if ok and (best_value is None or (value < best_value if mode == "min" else value > best_value)):
             best_value, best_row = value, (res, df, params)
+    if best_row is None and ts.time_budget_s and not any(r.error for r in grid):
+        raise DlmineError(f"tune.time_budget_s ({ts.time_budget_s:g}s) ended the search before any trial finished "
+                          "an epoch; raise it")
     if best_row is None:
         errors = [str(r.error).splitlines()[-1] for r in grid if r.error]
         raise RuntimeError("every tuning trial failed" + (f": {errors[0]}" if errors else ""))
