@@ -86,7 +86,7 @@ def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
                                             max(1, t.num_samples // 2))
             for line in notes or ["warm start: the knowledge base has no past run of this task to start from"]:
                 rep.info(line)
-    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep, points, space)
+    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep, points, space, len(past))
     top = tuned.leaderboard.iloc[0]
     rep.info(f"best trial: {top['trial']} ({top['status']}, {top['epochs']} epochs) "
              f"best {tuned.metric}={top[tuned.metric]:.4g} with {tuned.best_params}")

@@ -176,11 +176,13 @@ def _complete(point: dict, space: dict, spec: JobSpec) -> Optional[dict]:
 
 def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress, cluster_cpus: float,
              keep_in: str, reporter=None, points: Optional[list[dict]] = None,
-             space: Optional[dict] = None) -> TuneOutcome:
+             space: Optional[dict] = None, explored: int = 0) -> TuneOutcome:
     """Run the trials of ``spec.tune``; return a TuneOutcome: the best trial's model, and the
     leaderboard of every trial with its status (COMPLETED, STOPPED by the scheduler, or ERROR).
     ``points``: configurations (dotted field -> value) tried first, before the random ones;
-    ``space``: the space to search (default: the job's).
+    ``space``: the space to search (default: the job's); ``explored``: how many trials this
+    dataset has had before, which moves the random draws on (a search run again samples settings it
+    has not tried, and a first search stays reproducible).
 
     The best trial is the one with the best ``best_<metric>`` (its best epoch's value of the tuned
     metric), the value the console's "best so far" and the leaderboard's metric column show."""
@@ -215,11 +217,12 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         points = [p for p in (_complete(p, space, spec) for p in points or []) if p is not None]
     first = [encode_point(p) for p in points or []] or None
     # seeded, so that a tuned job run twice tries the same configurations (unseeded, it did not)
-    search_alg = BasicVariantGenerator(points_to_evaluate=first, random_state=spec.train.seed)
+    seed = spec.train.seed + 7919 * explored
+    search_alg = BasicVariantGenerator(points_to_evaluate=first, random_state=seed)
     if ts.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(seed=spec.train.seed, points_to_evaluate=first)
+        search_alg = OptunaSearch(seed=seed, points_to_evaluate=first)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space=param_space(spec, space),
