@@ -286,6 +286,13 @@ class JobSpec(_Strict):
         """The section of this job's task (None when the task has none)."""
         return get_task(self.task).options_of(self)
 
+    def field_value(self, dotted: str) -> Any:
+        """The value of a dotted job field ('train.lr'); None where there is no such field."""
+        obj: Any = self
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+        return obj
+
     def search_space(self) -> dict[str, Any]:
         """The tuned space: ``tune.space``, else the task's default search space."""
         space = self.tune.space if self.tune is not None else None

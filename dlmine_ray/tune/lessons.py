@@ -20,6 +20,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from dlmine_ray.runtime.progress import ERROR
+
 TOP = "top quartile"
 #: a setting that explains less than this share of the variance is fixed in later searches ...
 FIX_BELOW = 0.02
@@ -28,9 +30,10 @@ FIX_AFTER = 12
 
 
 def _completed(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that have a value (a trial that errored has none to learn from)."""
     t = trials[trials["value"].notna()]
     if "status" in t:
-        t = t[t["status"].isin(["completed", "stopped by scheduler", None]) | t["status"].isna()]
+        t = t[t["status"] != ERROR]
     return t.reset_index(drop=True)
 
 

@@ -165,9 +165,7 @@ def _complete(point: dict, space: dict, spec: JobSpec) -> Optional[dict]:
     for key, dom in space.items():
         if key in out:
             continue
-        value: Any = spec
-        for part in key.split("."):
-            value = getattr(value, part, None)
+        value = spec.field_value(key)
         if not allowed(dom, value):
             return None
         out[key] = value

@@ -99,10 +99,5 @@ def warm_points(kb, task: str, dataset: dict, space: dict, metric: str, mode: st
 
 def untuned_trial(spec, space: dict, value: Optional[float]) -> dict:
     """An untuned run as one trial of the knowledge base: its job's values of the space's fields."""
-    params = {}
-    for key in space:
-        obj: Any = spec
-        for part in key.split("."):
-            obj = getattr(obj, part, None)
-        params[key] = obj
+    params = {key: spec.field_value(key) for key in space}
     return {"trial": "untuned", "status": "completed", "params": params, "value": value}
