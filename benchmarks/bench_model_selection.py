@@ -4,7 +4,14 @@ For each dataset (rows subsampled to --rows, epochs capped at --epochs), at budg
 trials, the test score of (a) the untuned default job, (b) random search (FIFO), (c) ASHA with
 random search, (d) the warm-started search: its knowledge base holds the random-search runs of the
 OTHER datasets only (phase 1 records them; phase 2 copies the store and deletes the held-out
-dataset before tuning it). Each next to HistGradientBoosting on the same split (every run fits it).
+dataset before tuning it), (e) at the budgets of --portfolio-budgets, the zero-shot portfolio
+start of a user whose knowledge base is empty: its portfolio is learned (tune/portfolio.py) from
+the other datasets' phase-1 trials only. Each next to HistGradientBoosting on the same split
+(every run fits it). Phase 1's random search draws the same seeded settings on every dataset,
+which is what lets the portfolio compare settings across datasets.
+
+``--portfolio-out FILE`` also writes the portfolio learned from every dataset of the run: the
+shipped dlmine_ray/tune/portfolio.json comes from that.
 
 Scores: ROC-AUC (classify) and r2 (regress) on the run's test split. Per dataset the normalised
 regret of a method is (best - score) / (best - worst) over all methods and HGB on that dataset (0 =
@@ -33,7 +40,7 @@ import pandas as pd
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 SMOKE = {"datasets": 2, "rows": 300, "epochs": 2, "budgets": [2], "cpus": 1}
-METHODS = ("untuned", "random", "asha", "warm")
+METHODS = ("untuned", "random", "asha", "warm", "portfolio")
 
 
 def pick(n: int) -> list[dict]:
@@ -120,6 +127,23 @@ def held_out_store(master: Path, dataset_name: str, folder: Path) -> str:
     return str(copy)
 
 
+def learned_portfolio(store: str, entries: list[dict], out: Path, learnt_from: dict) -> Path:
+    """The portfolio document learned from the trials in ``store``, written to ``out``."""
+    from dlmine_ray.spec import spec_from_dict
+    from dlmine_ray.tune.knowledge import KnowledgeBase
+    from dlmine_ray.tune.portfolio import learn_all
+
+    tasks = sorted({e["task"] for e in entries})
+    kb = KnowledgeBase.open(store)
+    try:
+        doc = learn_all(kb, tasks, {t: spec_from_dict({"task": t, "data": {"path": "x"}}).selection()
+                                    for t in tasks}, learnt_from=learnt_from)
+    finally:
+        kb.engine.dispose()
+    out.write_text(json.dumps(doc, indent=1))
+    return out
+
+
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per budget and method: median normalised regret [quartiles], share reaching HGB."""
     out = []
@@ -161,6 +185,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=3000, help="rows per dataset at most (seeded subsample)")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--portfolio-budgets", type=int, nargs="*", default=[4],
+                    help="budgets at which the portfolio start (e) runs")
+    ap.add_argument("--portfolio-out", help="write the portfolio learned from every dataset of the run here")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--json", help="also write the rows and the summary here")
     ap.add_argument("--smoke", action="store_true", help=f"a check that the script runs (CI): defaults {SMOKE}")
@@ -196,14 +223,28 @@ def main() -> None:
                     rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "asha", **r})
                 print(f"phase 1: {e['name']} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
                 _save(args, rows)
-            # phase 2: the warm-started search, each dataset held out of the store it learns from
+            # phase 2: the warm-started search, each dataset held out of the store it learns from;
+            # the portfolio start, its portfolio learned from the other datasets only
             for e in entries:
+                kb = held_out_store(master, e["name"], work)
+                os.environ["DLMINE_PORTFOLIO"] = "off"  # (d) measures the knowledge base alone
                 for b in args.budgets:
-                    kb = held_out_store(master, e["name"], work)
                     r = run(e, job(e, paths[e["name"]], args, {"num_samples": b, "scheduler": "fifo"}, kb), work)
                     rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "warm", **r})
+                others = [o["name"] for o in entries if o["name"] != e["name"]]
+                os.environ["DLMINE_PORTFOLIO"] = str(learned_portfolio(
+                    kb, entries, work / f"portfolio-without-{e['name']}.json", {"datasets": others}))
+                for b in args.portfolio_budgets:
+                    r = run(e, job(e, paths[e["name"]], args, {"num_samples": b, "scheduler": "fifo"}), work)
+                    rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "portfolio", **r})
+                os.environ.pop("DLMINE_PORTFOLIO")
                 print(f"phase 2: {e['name']} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
                 _save(args, rows)
+        if args.portfolio_out:
+            learned_portfolio(str(master), entries, Path(args.portfolio_out),
+                              {"datasets": [e["name"] for e in entries], "rows": args.rows, "epochs": args.epochs,
+                               "trials_per_dataset": top, "by": "benchmarks/bench_model_selection.py"})
+            print(f"portfolio learned from {len(entries)} datasets written to {args.portfolio_out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     df = pd.DataFrame(rows)

@@ -146,7 +146,8 @@ class TuneSpec(_Strict):
     time_budget_s: Optional[float] = Field(None, gt=0.0, description="stop starting trials after this many "
                                                                        "seconds (as well as after num_samples)")
     warm_start: bool = Field(True, description="begin with the best settings of this dataset's past runs and of "
-                                               "the nearest past datasets (by meta-features) in the knowledge base")
+                                               "the nearest past datasets (by meta-features) in the knowledge base; "
+                                               "with none there, the settings of the shipped portfolio")
     scheduler: Literal["asha", "fifo"] = "asha"
     search: Literal["random", "optuna"] = "random"
     metric: Optional[str] = None
@@ -205,6 +206,14 @@ class JobSpec(_Strict):
     storage: Optional[str] = Field(
         None, description="where Ray Train/Tune keep checkpoints: default a local temp folder; on a "
                           "multi-node cluster a folder every node shares, or a URI such as s3://bucket/dlmine")
+
+    @field_validator("knowledge", mode="before")
+    @classmethod
+    def _knowledge_off(cls, v):
+        # YAML reads a bare `knowledge: off` (or `no`, `false`) as False
+        if isinstance(v, bool):
+            return "off" if v is False else None
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -277,9 +286,11 @@ class JobSpec(_Strict):
                                  "to search over")
             for key in self.tune.space or {}:
                 _check_dotted_field(self, key)
-            if self.tune.metric is not None and self.tune.metric not in task.val_metrics:
-                raise ValueError(f"tune.metric '{self.tune.metric}' is not a validation metric of task {self.task}; "
-                                 f"choose one of {', '.join(task.val_metrics)}")
+            choices = task.fit_metrics or task.val_metrics
+            if self.tune.metric is not None and self.tune.metric not in choices:
+                what = "label-free fit criterion" if task.fit_metrics else "validation metric"
+                raise ValueError(f"tune.metric '{self.tune.metric}' is not a {what} of task {self.task}; "
+                                 f"choose one of {', '.join(choices)}")
         return self
 
     def options(self) -> Any:
@@ -299,11 +310,13 @@ class JobSpec(_Strict):
         return space if space is not None else get_task(self.task).default_space(self)
 
     def selection(self) -> tuple[str, str]:
-        """The validation metric (name, mode) that Tune optimises: ``tune.metric`` (and ``tune.mode``),
-        else the task's selection metric; the direction is the one the task declares."""
+        """The metric (name, mode) that selects the model among runs and trials: ``tune.metric``
+        (and ``tune.mode``), else the task's first label-free fit criterion, else its selection
+        metric; the direction is the one the task declares."""
         task = get_task(self.task)
-        metric = (self.tune.metric if self.tune is not None else None) or task.selection_metric
-        mode = (self.tune.mode if self.tune is not None else None) or task.val_metrics[metric]
+        default = next(iter(task.fit_metrics), task.selection_metric)
+        metric = (self.tune.metric if self.tune is not None else None) or default
+        mode = (self.tune.mode if self.tune is not None else None) or {**task.val_metrics, **task.fit_metrics}[metric]
         return metric, mode
 
 

@@ -242,7 +242,7 @@ def test_tune_without_space_regress_and_time_budget(tmp_path, ray_local):
     df.to_parquet(tmp_path / "reg.parquet", index=False)
     job = write_job(tmp_path / "job.yaml", task="regress",
                     data={"path": str(tmp_path / "reg.parquet"), "target": "target"},
-                    tune={"num_samples": 200, "time_budget_s": 15, "scheduler": "fifo"},
+                    tune={"num_samples": 200, "time_budget_s": 30, "scheduler": "fifo"},
                     train={"epochs": 1, "batch_size": 64})
     assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
     board = pd.read_parquet(tmp_path / "out" / "leaderboard.parquet")
@@ -264,7 +264,8 @@ def test_a_time_budget_too_small_for_any_trial_is_one_line(tmp_path, ray_local, 
 
 @pytest.mark.parametrize("doc, needle", [
     ({"task": "classify", "tune": {"space": {"train.nope": [1, 2]}}}, "not a job field"),
-    ({"task": "cluster", "tune": {"num_samples": 4}}, "not supported for task cluster"),
+    ({"task": "rules", "tune": {"num_samples": 4}}, "not supported for task rules"),
+    ({"task": "cluster", "tune": {"metric": "val_loss"}}, "not a label-free fit criterion of task cluster"),
     ({"task": "classify", "tune": {"time_budget_s": 0}}, "'tune.time_budget_s'"),
 ])
 def test_bad_tune_input_is_one_line(doc, needle):

@@ -20,6 +20,7 @@ import torch
 from dlmine_ray.errors import failing_as
 from dlmine_ray.runtime.progress import BoardWatcher, make_board
 from dlmine_ray.spec import JobSpec
+from dlmine_ray.train.stages import StagesOutcome, run_stages
 from dlmine_ray.train.trainer import fit_in_task, fit_with_ray_train, use_ray_train
 
 
@@ -43,17 +44,8 @@ class Fitted:
     trials: Optional[list] = None
     #: tuned runs: what the trials (this run's and the past ones on this dataset) teach (tune/lessons.py)
     lessons: Optional[dict] = None
-
-
-def rows_dataset(x: np.ndarray, target: np.ndarray):
-    """A Ray Dataset of (features, target) rows from numpy arrays."""
-    import pyarrow as pa
-    import ray
-    from ray.data.extensions import ArrowTensorArray
-
-    table = pa.table({"features": ArrowTensorArray.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                      "target": target})
-    return ray.data.from_arrow(table).materialize()
+    #: tasks with label-free fit criteria: the sampled rows they are computed on (Task.fit_reference)
+    fit_ref: Optional[dict] = None
 
 
 def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
@@ -80,12 +72,13 @@ def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
                 share = float(imp.set_index("setting").loc[key, "importance"])
                 rep.info(f"fixed {key}={value}: importance {share:.3f} over {len(past)} past trials on this dataset")
                 space[key] = [value]
-        if t.warm_start:
-            with failing_as("cannot read the knowledge base"):
-                points, notes = warm_points(ctx.knowledge, spec.task, ctx.dataset, space, metric, mode,
-                                            max(1, t.num_samples // 2))
-            for line in notes or ["warm start: the knowledge base has no past run of this task to start from"]:
-                rep.info(line)
+    if t.warm_start:  # the knowledge base's settings, else the portfolio's (also with knowledge: off)
+        kb = ctx.knowledge if ctx.dataset is not None else None
+        with failing_as("cannot read the knowledge base"):
+            points, notes = warm_points(kb, spec.task, ctx.dataset or {}, space, metric, mode,
+                                        max(1, t.num_samples // 2))
+        for line in notes or ["warm start: neither the knowledge base nor the portfolio has settings to start from"]:
+            rep.info(line)
     tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep, points, space, len(past))
     top = tuned.leaderboard.iloc[0]
     rep.info(f"best trial: {top['trial']} ({top['status']}, {top['epochs']} epochs) "
@@ -109,50 +102,59 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
                name: str = "model") -> Fitted:
     """Train ``ctx.task``'s model on ``sets`` ("train", optionally "valid": Ray Datasets of
     ``features`` and ``target``) through every stage of the task; returns the Fitted model.
-    ``samples`` are the encoded rows ``after_stage`` asked for (``Task.stage_samples``)."""
+    ``samples`` are the encoded rows ``after_stage`` asked for (``Task.stage_samples``).
+
+    A task that declares label-free ``fit_metrics`` (cluster, detect) is scored on them after its
+    last stage; tuned, each trial is then a whole fit (every stage) selected by them. Otherwise a
+    tuned stage is one Tune search selected by the validation metric."""
     spec, task, rep = ctx.spec, ctx.task, ctx.reporter
+    samples = samples or {}
     stages = task.stages(spec)
-    info = dict(info)
     big = use_ray_train(spec, sets["train"].size_bytes())
     where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
     trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
-    base_sets, history, state = dict(sets), [], None
-    run_spec, tuned, outcome = spec, None, None
     keep_in = os.path.join(ctx.scratch, name)
+    fit_ref = task.fit_reference(samples, spec) if task.fit_metrics else None
     board = make_board()
     t0 = time.perf_counter()
-    with BoardWatcher(board, rep):
-        for i, stage in enumerate(stages):
-            layout = {"n_features": n_features, "info": info, "has_valid": "valid" in sets, "stage": stage,
-                      "init_state": state}
-            if spec.tune is not None:  # each trial trains with its own job's train settings
-                tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, stage), board)
-                outcome = tuned.best
+    run_spec, tuned, notes = spec, None, []
+
+    def train_stage(i, stage, stage_sets, layout):
+        nonlocal run_spec, tuned
+        if spec.tune is not None:  # each trial trains with its own job's train settings
+            tuned, run_spec = _tune_stage(ctx, stage_sets, layout, os.path.join(keep_in, stage), board)
+            return tuned.best, run_spec.model.model_dump()
+        layout["train"] = tr = task.stage_train(spec, stage)
+        step = f"stage {i + 1}/{len(stages)} '{stage}': " if len(stages) > 1 else ""
+        rep.stage("training", f"{step}{where}, up to {tr['epochs']} epochs")
+        with failing_as("training failed", RuntimeError):
+            if big:
+                out = fit_with_ray_train(spec, stage_sets, layout, ctx.storage, board, ctx.cpus,
+                                         os.path.join(keep_in, stage))
             else:
-                layout["train"] = tr = task.stage_train(spec, stage)
-                step = f"stage {i + 1}/{len(stages)} '{stage}': " if len(stages) > 1 else ""
-                rep.stage("training", f"{step}{where}, up to {tr['epochs']} epochs")
-                with failing_as("training failed", RuntimeError):
-                    if big:
-                        outcome = fit_with_ray_train(spec, sets, layout, ctx.storage, board, ctx.cpus,
-                                                     os.path.join(keep_in, stage))
-                    else:
-                        outcome = fit_in_task(spec, sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
-            offset = len(history)
-            history.extend({**h, "epoch": offset + h["epoch"], "stage": stage} for h in outcome.history)
-            model = task.build_model(n_features, info, run_spec.model.model_dump())
-            model.load_state_dict(torch.load(outcome.state_path, map_location="cpu", weights_only=True), strict=False)
-            model.eval()
-            setup = task.after_stage(stage, model, samples or {}, info, spec)
-            info.update(setup.info)
-            state = {**model.state_dict(), **setup.state}
-            for line in setup.notes:
-                rep.info(line)
-            sets = dict(base_sets)
-            if setup.train_on is not None:  # the next stage trains on the rows the task chose
-                sets["train"] = rows_dataset(*setup.train_on)
-    final = task.build_model(n_features, info, run_spec.model.model_dump())
-    final.load_state_dict(state, strict=False)
-    return Fitted({k: v.detach().cpu() for k, v in final.state_dict().items()}, info, history, outcome.best,
-                  stages, trainer, time.perf_counter() - t0, run_spec, tuned.leaderboard if tuned else None,
-                  tuned.trials if tuned else None, tuned.lessons if tuned else None)
+                out = fit_in_task(spec, stage_sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
+        return out, spec.model.model_dump()
+
+    with BoardWatcher(board, rep):
+        if spec.tune is not None and task.fit_metrics:
+            layout = {"n_features": n_features, "info": dict(info), "has_valid": "valid" in sets,
+                      "whole_fit": {"samples": samples, "fit_ref": fit_ref}}
+            tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, "tune"), board)
+            best = tuned.best
+            state = torch.load(best.state_path, map_location="cpu", weights_only=True)
+            out = StagesOutcome(state, best.info or dict(info), best.history, best,
+                                {k: best.best[k] for k in task.fit_metrics if k in best.best})
+            notes.append(f"the best trial's fit: {_scores_text(out.scores)}")
+        else:
+            out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, notes)
+            if out.scores:
+                notes.append(f"label-free fit criteria: {_scores_text(out.scores)}")
+    for line in notes:
+        rep.info(line)
+    return Fitted(out.state, out.info, out.history, {**out.last.best, **out.scores}, task.stages(run_spec),
+                  trainer, time.perf_counter() - t0, run_spec, tuned.leaderboard if tuned else None,
+                  tuned.trials if tuned else None, tuned.lessons if tuned else None, fit_ref)
+
+
+def _scores_text(scores: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in scores.items())

@@ -117,6 +117,8 @@ def run(ctx: RunContext) -> RunResult:
         metrics.update({"rows": profile.n_rows, "rows_train": int(n_train), "rows_valid": int(n_valid)})
     else:
         metrics.update({"rows_train": r[0], "rows_valid": r[1], "rows_test": r[2]})
+    # the label-free criteria the model was judged by (on sampled rows: Task.fit_reference)
+    metrics.update({f"fit_{k}": fitted.best[k] for k in task.fit_metrics if k in fitted.best})
     metrics.update({"train_seconds": round(fitted.seconds, 3), "epochs_run": len(fitted.history),
                     "trainer": fitted.trainer})
     metrics.update({"stages": fitted.stages} if len(fitted.stages) > 1 or task.scores_every_row
@@ -124,8 +126,14 @@ def run(ctx: RunContext) -> RunResult:
     if baseline is not None:
         metrics.update({"baseline_rows_train": int(base_rows), "baseline_seconds": round(base_seconds, 3)})
     leaderboard = fitted.leaderboard
-    if leaderboard is not None and baseline is not None and "valid" in sets:
-        leaderboard = _with_baseline_row(leaderboard, ctx, baseline, sets["valid"], n_valid, fitted.info)
+    if leaderboard is not None and baseline is not None:
+        if task.fit_metrics:  # the baseline's label-free criteria, on the same sampled rows
+            scores = task.baseline_fit_score(baseline, fitted.fit_ref, fitted.info, spec)
+        else:
+            scores = _baseline_validation(ctx, baseline, sets["valid"], n_valid, fitted.info) if "valid" in sets \
+                else None
+        if scores:
+            leaderboard = _with_baseline_row(leaderboard, ctx, scores)
     # lets the report show cluster profiles in the original units of numeric columns
     result.report["numeric_units"] = {c: (mean, std) for c, mean, std in prep.numeric_}
 
@@ -151,18 +159,23 @@ def _selection(ctx: RunContext, fitted) -> None:
     ctx.selection = {"metric": metric, "mode": mode, "value": None if best is None else float(best)}
 
 
-def _with_baseline_row(board: pd.DataFrame, ctx: RunContext, baseline, valid, n_valid: int, info: dict):
-    """The leaderboard with the baseline as a row, scored on the validation split with the same
-    validation metrics as every trial, so that a user sees where it ranks; the saved model stays
-    the best deep trial. Ranks count the deep trials only."""
+def _baseline_validation(ctx: RunContext, baseline, valid, n_valid: int, info: dict) -> dict:
+    """The baseline's validation metrics, from the same ``batch_sums`` as every trial's."""
     import torch
 
     task = ctx.task
-    metric, mode = ctx.spec.selection()
     x, y = _sample(valid, n_valid, n_valid, 0, with_target=True)
     out = torch.from_numpy(task.baseline_outputs(baseline, x, info))
     target = torch.from_numpy(np.asarray(y)).to(task.target_torch_dtype())
-    scores = task.epoch_metrics(task.batch_sums(out, target), info)
+    return task.epoch_metrics(task.batch_sums(out, target), info)
+
+
+def _with_baseline_row(board: pd.DataFrame, ctx: RunContext, scores: dict):
+    """The leaderboard with the baseline as a row (its ``scores``: the selection metric and the
+    others the trials have), so that a user sees where it ranks; the saved model stays the best
+    deep trial. Ranks count the deep trials only."""
+    task = ctx.task
+    metric, mode = ctx.spec.selection()
     row = {"rank": None, "trial": f"baseline ({task.baseline_name})", "status": "baseline", "epochs": 0,
            metric: scores.get(metric), **{f"best_{k}": v for k, v in scores.items() if f"best_{k}" in board}}
     out_board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)

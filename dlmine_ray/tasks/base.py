@@ -78,6 +78,11 @@ class Task:
     val_metrics: dict[str, str] = {"val_loss": "min"}
     #: the validation metric that selects the model: early stopping, the kept checkpoint, Tune's default
     selection_metric: str = "val_loss"
+    #: label-free criteria of the whole fitted model (after its last stage), each with its direction,
+    #: computed by ``fit_score`` on rows of ``fit_reference``. When a task declares them, a tuning
+    #: trial runs every stage and the first of them selects the model (a task whose validation loss
+    #: changes meaning from stage to stage, or between models, selects by these instead).
+    fit_metrics: dict[str, str] = {}
     #: what the run compares the deep model with, for tables and reports
     baseline_name: str = ""
     #: the columns the task writes beside the kept id (and truth) columns of each row
@@ -190,6 +195,20 @@ class Task:
         """Set up the next stage (or finish the model) from ``samples`` ("train": encoded training
         rows; "all": rows of all the data, where ``stage_samples`` asked for them)."""
         return StageSetup()
+
+    def fit_reference(self, samples: dict, spec: Any) -> dict[str, Any]:
+        """What ``fit_score`` scores every fit on, computed once per run from ``samples`` (the
+        rows ``stage_samples`` asked for): sampled rows and any fixed reference on them."""
+        return {}
+
+    def fit_score(self, model: nn.Module, ref: dict, info: dict, spec: Any) -> dict[str, float]:
+        """The ``fit_metrics`` of a finished model on ``ref`` (``fit_reference``)."""
+        return {}
+
+    def baseline_fit_score(self, baseline, ref: dict, info: dict, spec: Any) -> Optional[dict[str, float]]:
+        """The ``fit_metrics`` of the baseline on ``ref``, for its row of the leaderboard; None when
+        they would not be comparable with the deep model's."""
+        return None
 
     # -- scoring and mining ------------------------------------------------------------------------
     def predict_columns(self, outputs: np.ndarray, info: dict) -> dict[str, np.ndarray]:

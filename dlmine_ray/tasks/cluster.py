@@ -27,6 +27,8 @@ from dlmine_ray.tasks.bootstrap import agreement, paired_intervals
 from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line
 
 _EPS = 1e-10
+#: sampled rows on which the label-free fit criterion (silhouette) is computed
+FIT_ROWS = 3000
 
 
 class ClusterOptions(Options):
@@ -65,6 +67,33 @@ class ClusterTask(UnsupervisedTask):
     metric_modes = {"nmi": "max", "ari": "max", "acc": "max", "silhouette": "max", "davies_bouldin": "min"}
     result_file = "clusters.parquet"
     headline = ("nmi", "silhouette")
+    tunable = True
+    #: without labels, a fit is judged by the silhouette of its clusters on sampled rows of the
+    #: model's inputs: the same space for every trial (codes differ in size and scale between
+    #: models, and a collapsed code space scores a perfect silhouette), and the k-means baseline
+    #: is scored on the same rows
+    fit_metrics = {"silhouette": "max"}
+
+    def default_space(self, spec):
+        # the autoencoder's shape, latent size and denoising noise, the initial clustering and where
+        # it runs, and the learning rate; k is chosen inside each trial over cluster.k_range
+        return {"model.hidden": [[64], [128, 64], [256, 128]], "model.latent": [5, 10, 16],
+                "cluster.noise": [0.0, 0.1, 0.2, 0.3], "cluster.init": ["kmeans", "umap"],
+                "cluster.init_on": ["codes", "features"], "train.lr": {"loguniform": [3e-4, 3e-3]}}
+
+    def fit_reference(self, samples, spec):
+        x = samples["train"]
+        rng = np.random.default_rng(spec.train.seed + 11)
+        pick = rng.choice(len(x), FIT_ROWS, replace=False) if len(x) > FIT_ROWS else np.arange(len(x))
+        return {"x": x[np.sort(pick)]}
+
+    def fit_score(self, model, ref, info, spec):
+        with torch.no_grad():
+            q = model(torch.from_numpy(np.ascontiguousarray(ref["x"])), out="q").numpy()
+        return {"silhouette": _silhouette(ref["x"], q.argmax(axis=1))}
+
+    def baseline_fit_score(self, baseline, ref, info, spec):
+        return {"silhouette": _silhouette(ref["x"], baseline.predict(ref["x"].astype(np.float32)))}
 
     def quick_overrides(self, spec):
         return super().quick_overrides(spec) + [("cluster.distill_epochs", 2), ("cluster.refine_epochs", 2)]
@@ -307,6 +336,15 @@ def choose_k(e: np.ndarray, k, k_range, seed: int) -> tuple[int, dict[int, float
     if best is None:
         return lo, scores, fit(lo)
     return best[0], scores, best[1]
+
+
+def _silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Silhouette of ``labels`` on ``x``; -1 (the worst) when there are fewer than two clusters."""
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(labels)) < 2 or len(labels) < 3:
+        return -1.0
+    return float(silhouette_score(x.astype(np.float64), labels))
 
 
 def _internal_metrics(x: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -14,11 +14,13 @@ from dlmine_ray.train.loop import HISTORY, MODEL_STATE, train_worker
 
 @dataclass
 class TrainOutcome:
-    """The best model's weights file, the per-epoch history, the best epoch's metrics."""
+    """The best model's weights file, the per-epoch history, the best epoch's metrics, and for a
+    whole fit (every stage of a task in one tuning trial) the task's final ``info``."""
 
     state_path: str
     history: list[dict]
     best: dict[str, Any]
+    info: Optional[dict] = None
 
 
 def read_checkpoint(path: str, keep_in: str) -> TrainOutcome:
@@ -28,7 +30,7 @@ def read_checkpoint(path: str, keep_in: str) -> TrainOutcome:
     shutil.copyfile(os.path.join(path, MODEL_STATE), dst)
     with open(os.path.join(path, HISTORY)) as f:
         h = json.load(f)
-    return TrainOutcome(dst, h["history"], h["best"])
+    return TrainOutcome(dst, h["history"], h["best"], h.get("info"))
 
 
 def worker_cpus(spec, cluster_cpus: float) -> float:

@@ -53,14 +53,18 @@ def _distances(meta: dict, others: dict[str, dict]) -> dict[str, float]:
     return {fp: float(v) for fp, v in d.items() if np.isfinite(v)}
 
 
-def warm_points(kb, task: str, dataset: dict, space: dict, metric: str, mode: str, limit: int
-                ) -> tuple[list[dict], list[str]]:
+def warm_points(kb, task: str, dataset: dict, space: dict, metric: str, mode: str, limit: int,
+                portfolio: Optional[dict] = None) -> tuple[list[dict], list[str]]:
     """Up to ``limit`` settings to try first, best first: this dataset's own best trials, then the
     best trial of each of the nearest past datasets; only trials of ``task`` ranked by ``metric``
-    count. Returns (settings, notes saying where they came from)."""
-    trials = kb.trials(task)
-    if trials.empty or limit <= 0:
+    count. When the knowledge base gives none, the portfolio's settings (``portfolio``: a
+    portfolio document; default the shipped one, tune/portfolio.py). Returns (settings, notes
+    saying where they came from)."""
+    if limit <= 0:
         return [], []
+    trials = kb.trials(task) if kb is not None else pd.DataFrame()
+    if trials.empty:
+        return _from_portfolio(task, metric, space, limit, portfolio)
     trials = trials[(trials["selection_metric"] == metric) & trials["value"].notna()].copy()
     trials["score"] = trials["value"] if mode == "min" else -trials["value"]
     trials = trials.sort_values("score", kind="stable")
@@ -94,7 +98,28 @@ def warm_points(kb, task: str, dataset: dict, space: dict, metric: str, mode: st
                 break
     if used:
         notes.append(f"warm start: the best setting of {len(used)} nearest past dataset(s): {', '.join(used)}")
+    if not points:
+        return _from_portfolio(task, metric, space, limit, portfolio)
     return points, notes
+
+
+def _from_portfolio(task: str, metric: str, space: dict, limit: int, doc: Optional[dict]
+                    ) -> tuple[list[dict], list[str]]:
+    """Up to ``limit`` of the portfolio's settings that ``space`` allows (cut to its keys)."""
+    from dlmine_ray.tune.portfolio import settings
+
+    learnt, n_datasets = settings(task, metric, doc)
+    points: list[dict] = []
+    for params in learnt:
+        p = _in_space(params, space)
+        if p and p not in points:
+            points.append(p)
+        if len(points) >= limit:
+            break
+    if not points:
+        return [], []
+    return points, [f"warm start: {len(points)} setting(s) from the portfolio learned offline on {n_datasets} "
+                    "datasets (the knowledge base has no past run of this task to start from)"]
 
 
 def untuned_trial(spec, space: dict, value: Optional[float]) -> dict:
