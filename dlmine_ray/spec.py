@@ -48,8 +48,9 @@ class DataSpec(_Strict):
     target: Optional[str] = Field(None, description="the column to learn (classify/regress; default 'label')")
     labels: Optional[str] = Field(None, description="cluster/detect: a ground-truth column used only for scoring")
     normal_when: Optional[str] = Field(
-        None, description="detect: a pandas expression (e.g. \"label == 0\") selecting the rows known to be "
-                          "normal; only they train the model. Default: every row trains")
+        None, description="detect: a filter (e.g. \"label == 0\") selecting the rows known to be normal; only "
+                          "they train the model. It may use column names (`backticks` for other names), literals, "
+                          "comparisons, in, & | ~, isnull(col), notnull(col): nothing else. Default: every row trains")
     drop_constant: bool = Field(True, description="drop feature columns that hold one value (listed in the log "
                                                   "and the report); false: refuse such data")
     items: Optional[str] = Field(None, description="rules: the item column: a list column (one basket per "
@@ -79,6 +80,15 @@ class DataSpec(_Strict):
     def _as_text(cls, v):
         # the markers are compared as text (CSV) and, where they parse, as numbers
         return [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x) for x in v]
+
+    @field_validator("normal_when")
+    @classmethod
+    def _a_filter(cls, v):
+        from dlmine_ray.tasks.rowfilter import RowFilter
+
+        if v is not None:
+            RowFilter("data.normal_when", v)  # refuses anything but the filter language, in one line
+        return v
 
     @field_validator("path")
     @classmethod

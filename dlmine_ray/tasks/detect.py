@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from dlmine_ray.errors import DlmineError, failing_as
+from dlmine_ray.errors import DlmineError
 from dlmine_ray.tasks.base import Results, Options, StageSetup
 from dlmine_ray.tasks.bootstrap import paired_intervals
 from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line, model_outputs
@@ -48,12 +48,13 @@ class DetectOptions(Options):
 
 
 def normal_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
-    """Rows of ``df`` for which the pandas expression ``expr`` (data.normal_when) is true."""
-    with failing_as(f"data.normal_when '{expr}' cannot be evaluated"):
-        m = df.eval(expr)
-    if not isinstance(m, pd.Series) or not (pd.api.types.is_bool_dtype(m) or m.isin([0, 1]).all()):
-        raise DlmineError(f"data.normal_when '{expr}' must give true/false for every row")
-    return m.fillna(False).to_numpy(dtype=bool)
+    """Rows of ``df`` that the filter ``expr`` (data.normal_when; tasks/rowfilter.py) keeps."""
+    from dlmine_ray.tasks.rowfilter import RowFilter
+
+    try:
+        return RowFilter("data.normal_when", expr).mask(df)
+    except ValueError as err:
+        raise DlmineError(str(err)) from None
 
 
 class DetectTask(UnsupervisedTask):

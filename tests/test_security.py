@@ -1,0 +1,79 @@
+"""A job file is data: no field of it runs code. The row filter (data.normal_when) accepts only
+its language; everything else is refused at the boundary with one line, before anything runs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_job
+from dlmine_ray.cli import main
+from dlmine_ray.spec import spec_from_dict
+from dlmine_ray.errors import DlmineError
+from dlmine_ray.tasks.rowfilter import RowFilter
+
+ROWS = pd.DataFrame({"label": [0, 1, 0, None], "x": [1.0, 2.0, np.nan, 4.0], "Grad.Rate": [1, 5, 7, 9],
+                     "kind": ["a", "b", "c", None]})
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("label == 0", [1, 0, 1, 0]),
+    ("(label == 0) & (x > 0.5)", [1, 0, 0, 0]),
+    ("label == 0 and x > 0.5", [1, 0, 0, 0]),
+    ("label in [0, 2]", [1, 0, 1, 0]),
+    ("kind not in ('a',)", [0, 1, 1, 0]),
+    ("~isnull(x)", [1, 1, 0, 1]),
+    ("notnull(kind) | (x >= 4)", [1, 1, 1, 1]),
+    ("`Grad.Rate` > 3", [0, 1, 1, 1]),
+    ("1 < x <= 2", [0, 1, 0, 0]),
+    ("x > -1", [1, 1, 0, 1]),
+    ("label != 1", [1, 0, 1, 0]),  # a null is neither equal nor unequal: not kept
+])
+def test_the_filter_language_keeps_the_rows_it_says(text, kept):
+    assert RowFilter("data.normal_when", text).mask(ROWS).astype(int).tolist() == kept
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("(label == 0) & (@os.system('touch PWNED') == 0)", "'@'"),
+    ("@pd.read_csv", "'@'"),
+    ("label.__class__.__mro__", "attribute access (.__mro__)"),
+    ("__import__('os').system('touch PWNED')", "function calls"),
+    ("__builtins__ == 1", "the name '__builtins__'"),
+    ("open('PWNED') == 1", "function calls (open(...))"),
+    ("x.abs() > 1", "function calls"),
+    ("x[0] > 1", "subscripts"),
+    ("(lambda: 1)() == 1", "function calls"),
+    ("x + 1 > 2", "arithmetic"),
+    ("[c for c in x] == 1", "comprehensions"),
+    ("label == {'a': 1}", "dicts"),
+    ("import os", "a syntax error"),
+    ("label == 0 &", "a syntax error"),
+    ("`Grad.Rate > 3", "an unclosed backtick"),
+    ("isnull(x, y)", "isnull(...) with other than one column"),
+])
+def test_anything_but_the_filter_language_is_refused_in_one_line(text, needle):
+    with pytest.raises(DlmineError) as ei:
+        spec_from_dict({"task": "detect", "data": {"path": "x.csv", "normal_when": text}})
+    message = str(ei.value)
+    assert needle in message and "data.normal_when" in message and "\n" not in message
+
+
+def test_a_filter_that_would_run_a_shell_command_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"label": [0, 1] * 20, "x": np.arange(40.0)}).to_csv(tmp_path / "rows.csv", index=False)
+    mark = tmp_path / "PWNED"
+    job = write_job(tmp_path / "job.yaml", task="detect",
+                    data={"path": str(tmp_path / "rows.csv"), "target": None, "id": None,
+                          "normal_when": f"(label == 0) & (@os.system('touch {mark}') == 0)"})
+    assert main(["run", job, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.normal_when" in err[0] and "'@'" in err[0]
+    assert not mark.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_filter_naming_a_missing_column_is_one_line(tmp_path):
+    with pytest.raises(ValueError) as ei:
+        RowFilter("data.normal_when", "(label == 0) & (nope > 1)").mask(ROWS)
+    assert "names column(s) the data does not have: nope" in str(ei.value)
+    with pytest.raises(ValueError) as ei:
+        RowFilter("data.normal_when", "x").mask(ROWS)
+    assert "must give true/false for every row" in str(ei.value)
