@@ -10,6 +10,7 @@ the profile pass (``Task.check_data``).
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +20,8 @@ from dlmine_ray.errors import DlmineError
 from dlmine_ray.tasks import DEFAULT_TASK, TASKS, get_task
 
 #: the fields of ``data`` that only some tasks read (each task lists those it reads in ``data_fields``)
+#: what a job's name may be (folders are named after it)
+NAME_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TASK_DATA_FIELDS = ("target", "labels", "normal_when", "items", "transaction")
 
 
@@ -200,7 +203,9 @@ class JobSpec(_Strict):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    name: str = "job"
+    name: str = Field("job", description="the job's name: a slug (letters, digits, '.', '_', '-'; at most 64, "
+                                          "starting with a letter or digit); checkpoint and output folders are "
+                                          "named after it")
     task: str = DEFAULT_TASK
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -216,6 +221,15 @@ class JobSpec(_Strict):
     storage: Optional[str] = Field(
         None, description="where Ray Train/Tune keep checkpoints: default a local temp folder; on a "
                           "multi-node cluster a folder every node shares, or a URI such as s3://bucket/dlmine")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v):
+        # folders are named after the job: '../x' or '/x' would put them outside their root
+        if not NAME_SLUG.fullmatch(v) or ".." in v:
+            raise ValueError(f"name {v!r} must be a slug: letters, digits, '.', '_' or '-', at most 64 characters, "
+                             "starting with a letter or digit, without '..'")
+        return v
 
     @field_validator("knowledge", mode="before")
     @classmethod

@@ -77,3 +77,20 @@ def test_a_filter_naming_a_missing_column_is_one_line(tmp_path):
     with pytest.raises(ValueError) as ei:
         RowFilter("data.normal_when", "x").mask(ROWS)
     assert "must give true/false for every row" in str(ei.value)
+
+
+@pytest.mark.parametrize("name", ["../../somewhere", "/etc/x", "a/b", "..", "a..b", ".hidden", "", "x" * 65,
+                                  "name with space", "tab\tname"])
+def test_a_job_name_that_is_not_a_slug_is_refused(name):
+    with pytest.raises(DlmineError) as ei:
+        spec_from_dict({"name": name, "data": {"path": "x.csv"}})
+    assert "must be a slug" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_a_job_named_outside_its_folders_writes_nothing(tmp_path, capsys, table_dir):
+    job = write_job(tmp_path / "job.yaml", name="../../escaped", data={"path": str(table_dir)})
+    assert main(["run", job, "--output", str(tmp_path / "out")]) == 2
+    assert "must be a slug" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent.parent / "escaped").exists()
+    for ok in ("wine-tuned", "digits_2.v1", "A"):
+        assert spec_from_dict({"name": ok, "data": {"path": "x.csv"}}).name == ok
