@@ -137,3 +137,24 @@ def test_predict_with_missing_column(tmp_path, capsys, ray_local):
                  "--output", str(tmp_path / "p.parquet")])
     assert code == 2 and "lacks column(s) the model needs: b" in capsys.readouterr().err
     assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.parametrize("address, needle", [
+    ("127.0.0.1:1", "cannot reach a Ray cluster at 127.0.0.1:1: connection refused"),
+    ("ray://127.0.0.1:1", "cannot reach a Ray cluster at ray://127.0.0.1:1"),
+    ("nonsense", "cluster address 'nonsense' is not HOST:PORT"),
+])
+def test_an_address_where_no_cluster_listens_fails_at_once(tmp_path, table_dir, address, needle):
+    """Ray itself retries an unreachable GCS for minutes; a fresh process (not the tests' Ray),
+    stopped after 120 s if it hangs."""
+    import os
+    import subprocess
+    import sys
+
+    job = write_job(tmp_path / "job.yaml", data={"path": str(table_dir)})
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "run", job, "--address", address,
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

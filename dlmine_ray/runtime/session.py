@@ -31,6 +31,27 @@ def _quiet_logs(verbose: bool) -> None:
     warnings.filterwarnings("ignore", module="ray")
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line, within ``timeout_s``, when nothing listens at a cluster address
+    (``host:port``, ``ray://host:port``); Ray itself retries an unreachable GCS for minutes."""
+    import socket
+
+    from dlmine_ray.errors import DlmineError
+
+    if address in ("auto", "local"):
+        return
+    where = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise DlmineError(f"cluster address '{address}' is not HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err)).lower()
+        raise DlmineError(f"cannot reach a Ray cluster at {address}: {reason} (is `ray start --head` running "
+                          "there, and the port right?)") from None
+
+
 @contextlib.contextmanager
 def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: Optional[int] = None,
                 object_store_mb: Optional[int] = None) -> Iterator[float]:
@@ -51,6 +72,7 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
                       configure_logging=True)
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
+            check_reachable(address)
             # A submitted job already carries these in its runtime env; a plain driver passes them
             # so that the cluster's Train controller and workers see them too.
             in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
