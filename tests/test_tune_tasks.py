@@ -141,3 +141,25 @@ def test_knowledge_off_in_yaml_is_off():
     for text in ("off", "no", "false", "'off'"):
         doc = yaml.safe_load(f"task: classify\ndata: {{path: x}}\nknowledge: {text}\n")
         assert resolve(spec_from_dict(doc).knowledge) is None, text
+
+
+def test_a_last_training_batch_of_one_row_is_skipped_so_batch_norm_trains(tmp_path):
+    """65 training rows in batches of 64 with batch_norm: the 1-row batch used to raise in training
+    (seen as an errored trial in the model-selection benchmark)."""
+    import torch
+
+    from dlmine_ray.spec import spec_from_dict
+    from dlmine_ray.train.loop import ShardBatches, TaskEnv, run_loop
+    from dlmine_ray.train.stages import RowsInMemory
+    from dlmine_ray.train.trainer import loop_config
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(65, 3)).astype(np.float32), rng.integers(0, 2, 65)
+    sizes = [len(b[1]) for b in ShardBatches(RowsInMemory(x, y), torch.int64, 64, 2**20, 0, True).epoch(1)]
+    assert sizes == [64]
+    assert [len(b[1]) for b in ShardBatches(RowsInMemory(x, y), torch.int64, 64, 2**20, 0, False).epoch(1)] == [64, 1]
+    spec = spec_from_dict({"data": {"path": "x"}, "model": {"hidden": [8], "batch_norm": True},
+                           "train": {"epochs": 2, "batch_size": 64}})
+    env = TaskEnv({"train": RowsInMemory(x, y), "valid": RowsInMemory(x[:9], y[:9])}, False)
+    run_loop(loop_config(spec, {"n_features": 3, "info": {"classes": ["0", "1"]}, "has_valid": True}), env)
+    assert env.last_checkpoint

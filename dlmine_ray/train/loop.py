@@ -79,13 +79,20 @@ class ShardBatches:
             else:
                 order = None
             for i in range(0, n, self.batch_size):
+                if self.shuffle and n - i == 1 and n > 1:
+                    # a last training batch of one row: batch norm cannot train on it (it raised in a
+                    # tuning trial with batch_norm), and one row is noise as a step
+                    break
                 if order is None:
                     yield x[i:i + self.batch_size], y[i:i + self.batch_size]
                 else:
                     idx = order[i:i + self.batch_size]
                     yield x[idx], y[idx]
             return
-        yield from self._stream(max(4 * self.batch_size, 4096) if self.shuffle else None)
+        for x, y in self._stream(max(4 * self.batch_size, 4096) if self.shuffle else None):
+            if self.shuffle and y.shape[0] == 1:  # streamed: only the last batch can be this short
+                continue
+            yield x, y
 
 
 class LoopEnv:
