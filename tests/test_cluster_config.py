@@ -136,3 +136,19 @@ def test_rsync_excludes_keep_the_package(config):
             assert not any(fnmatch.fnmatch(part, name) for part in parts), (
                 f"rsync_exclude '{pattern}' would drop {'/'.join(parts)}; anchor it with a leading '/'"
             )
+
+
+def test_nothing_is_open_to_the_world(config):
+    """The Jobs API runs code: the dashboard binds to the head's loopback (reached through
+    `ray dashboard cluster.yaml`), SSH comes in only from a CIDR the user must set, and no comment
+    promises a resume after a lost node that the code does not do."""
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    group = config["provider"]["security_group"]
+    rules = group["IpPermissions"]
+    assert [(r["FromPort"], r["ToPort"]) for r in rules] == [(22, 22)], "only SSH from outside"
+    cidrs = [ip["CidrIp"] for r in rules for ip in r["IpRanges"]]
+    assert cidrs == ["REPLACE-WITH-YOUR-IP/32"] and all(not c.startswith("0.0.0.0") for c in cidrs)
+    text = CLUSTER_YAML.read_text()
+    assert "resumes from the last checkpoint after a lost node" not in text
+    assert "ray dashboard cluster.yaml" in text
