@@ -163,3 +163,32 @@ def test_a_last_training_batch_of_one_row_is_skipped_so_batch_norm_trains(tmp_pa
     env = TaskEnv({"train": RowsInMemory(x, y), "valid": RowsInMemory(x[:9], y[:9])}, False)
     run_loop(loop_config(spec, {"n_features": 3, "info": {"classes": ["0", "1"]}, "has_valid": True}), env)
     assert env.last_checkpoint
+
+
+def test_no_progress_board_outlives_its_run(tmp_path, ray_local):
+    """Tune keeps the handles its trials got, so the board actor was not collected with the run."""
+    import ray._private.state as state
+
+    make_frame(120).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", data={"path": str(tmp_path / "rows.parquet")}, train={"epochs": 1},
+                    tune={"num_samples": 2, "scheduler": "fifo", "space": {"train.lr": [0.001, 0.01]}})
+    assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
+    alive = [a for a in state.actors().values() if a["State"] == "ALIVE" and "ProgressBoard" in a["ActorClassName"]]
+    assert alive == []
+
+
+def test_the_shipped_portfolio_is_in_the_default_spaces():
+    from dlmine_ray.spec import spec_from_dict
+    from dlmine_ray.tune.portfolio import load
+    from dlmine_ray.tune.warm import allowed
+
+    doc = load()
+    assert doc["learnt_from"].get("datasets"), "the shipped portfolio says what it was learned on"
+    for task, entry in doc["tasks"].items():
+        spec = spec_from_dict({"task": task, "data": {"path": "x"}, "tune": {}})
+        assert entry["metric"] == spec.selection()[0] and len(entry["settings"]) >= 4
+        space = spec.search_space()
+        for setting in entry["settings"]:
+            assert all(allowed(space[k], v) for k, v in setting.items()), setting
+
+

@@ -135,20 +135,23 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
                 out = fit_in_task(spec, stage_sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
         return out, spec.model.model_dump()
 
-    with BoardWatcher(board, rep):
-        if spec.tune is not None and task.fit_metrics:
-            layout = {"n_features": n_features, "info": dict(info), "has_valid": "valid" in sets,
-                      "whole_fit": {"samples": samples, "fit_ref": fit_ref}}
-            tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, "tune"), board)
-            best = tuned.best
-            state = torch.load(best.state_path, map_location="cpu", weights_only=True)
-            out = StagesOutcome(state, best.info or dict(info), best.history, best,
-                                {k: best.best[k] for k in task.fit_metrics if k in best.best})
-            notes.append(f"the best trial's fit: {_scores_text(out.scores)}")
-        else:
-            out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, notes)
-            if out.scores:
-                notes.append(f"label-free fit criteria: {_scores_text(out.scores)}")
+    try:
+        with BoardWatcher(board, rep):
+            if spec.tune is not None and task.fit_metrics:
+                layout = {"n_features": n_features, "info": dict(info), "has_valid": "valid" in sets,
+                          "whole_fit": {"samples": samples, "fit_ref": fit_ref}}
+                tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, "tune"), board)
+                best = tuned.best
+                state = torch.load(best.state_path, map_location="cpu", weights_only=True)
+                out = StagesOutcome(state, best.info or dict(info), best.history, best,
+                                    {k: best.best[k] for k in task.fit_metrics if k in best.best})
+                notes.append(f"the best trial's fit: {_scores_text(out.scores)}")
+            else:
+                out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, notes)
+                if out.scores:
+                    notes.append(f"label-free fit criteria: {_scores_text(out.scores)}")
+    finally:
+        board.close()
     for line in notes:
         rep.info(line)
     return Fitted(out.state, out.info, out.history, {**out.last.best, **out.scores}, task.stages(run_spec),

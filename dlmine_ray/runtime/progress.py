@@ -164,6 +164,17 @@ class Board:
         """The actor's ``drain`` method: ``drain.remote()`` returns a ref to the pending events."""
         return self.actor.drain
 
+    def close(self) -> None:
+        """End the actor. Tune keeps the handles its trials were given, so a board is not collected
+        with the run: a process running job after job (a benchmark, the Python API) kept one actor
+        process per run until it shut Ray down."""
+        import ray
+
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except Exception:  # progress must never break a run
+            pass
+
 
 def make_board() -> Board:
     """Create a ProgressBoard actor (needs a running Ray); returns its Board handle."""
