@@ -147,7 +147,7 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
                                     {k: best.best[k] for k in task.fit_metrics if k in best.best})
                 notes.append(f"the best trial's fit: {_scores_text(out.scores)}")
             else:
-                out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, notes)
+                out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, rep.info)
                 if out.scores:
                     notes.append(f"label-free fit criteria: {_scores_text(out.scores)}")
     finally:

@@ -62,12 +62,13 @@ StageTrainer = Callable[[int, str, dict, dict], tuple[TrainOutcome, dict]]
 
 
 def run_stages(task, spec, sets: dict, n_features: int, info: dict, samples: dict, train_stage: StageTrainer,
-               fit_ref: Optional[dict] = None, notes: Optional[list] = None,
+               fit_ref: Optional[dict] = None, note: Optional[Callable[[str], None]] = None,
                rows_of: Callable = rows_dataset) -> StagesOutcome:
     """Train each of ``task.stages(spec)`` with ``train_stage``; between stages reload the weights
     into a plain model and let the task set up the next stage (rows it chooses to train on become
     a dataset with ``rows_of``); at the end, with ``fit_ref`` (the task's ``fit_reference``), score
-    the whole fit with the task's label-free criteria. The task's notes are appended to ``notes``."""
+    the whole fit with the task's label-free criteria. Each of the task's notes goes to ``note`` as
+    soon as its stage is set up (a run prints it there, between that stage's epochs and the next's)."""
     info = dict(info)
     base_sets, history, state, outcome = dict(sets), [], None, None
     model_spec = spec.model.model_dump()
@@ -83,8 +84,8 @@ def run_stages(task, spec, sets: dict, n_features: int, info: dict, samples: dic
         setup = task.after_stage(stage, model, samples or {}, info, spec)
         info.update(setup.info)
         state = {**model.state_dict(), **setup.state}
-        if notes is not None:
-            notes.extend(setup.notes)
+        for line in setup.notes if note is not None else ():
+            note(line)
         sets = dict(base_sets)
         if setup.train_on is not None:  # the next stage trains on the rows the task chose
             sets["train"] = rows_of(*setup.train_on)
