@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,35 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def pooled(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method and budget: the median regret normalised over every method AND budget run on the
+    dataset (and HGB), so that different budgets compare (warm at 4 trials against random at 16)."""
+    out, regrets = [], {}
+    for _, d in rows.groupby("dataset"):
+        allv = [v for v in list(d["score"]) + [float(d["hgb"].median())] if np.isfinite(v)]
+        best, worst = max(allv), min(allv)
+        for (m, b), score in d.groupby(["method", "budget"])["score"].first().items():
+            if np.isfinite(score) and not (m == "untuned" and b != rows["budget"].min()):
+                regrets.setdefault((m, b), []).append((best - score) / (best - worst) if best > worst else 0.0)
+    for (m, b), r in sorted(regrets.items(), key=lambda kv: (METHODS.index(kv[0][0]), kv[0][1])):
+        r = np.asarray(r)
+        out.append({"method": m, "budget": b, "datasets": len(r), "median_regret": float(np.median(r)),
+                    "q25": float(np.quantile(r, 0.25)), "q75": float(np.quantile(r, 0.75))})
+    return pd.DataFrame(out)
+
+
+def head_to_head(rows: pd.DataFrame, a: tuple, b: tuple) -> Optional[dict]:
+    """(method, budget) ``a`` against ``b`` on the datasets where both ran: how often a >= b, and the
+    median of a - b (test score)."""
+    sa = rows[(rows["method"] == a[0]) & (rows["budget"] == a[1])].set_index("dataset")["score"]
+    sb = rows[(rows["method"] == b[0]) & (rows["budget"] == b[1])].set_index("dataset")["score"]
+    both = (sa - sb.reindex(sa.index)).dropna()
+    if not len(both):
+        return None
+    return {"a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "datasets": len(both), "a_not_worse": int((both >= 0).sum()),
+            "median_diff": float(both.median()), "q25": float(both.quantile(0.25)), "q75": float(both.quantile(0.75))}
+
+
 def _save(args, rows: list, summary=None) -> None:
     """The rows so far (and the summary at the end) into --json: a long run that is stopped keeps them."""
     if args.json:
@@ -187,6 +217,11 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--portfolio-budgets", type=int, nargs="*", default=[4],
                     help="budgets at which the portfolio start (e) runs")
+    ap.add_argument("--warm-budgets", type=int, nargs="*", default=None,
+                    help="budgets at which the warm-started search (d) runs (default: --budgets)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                    help="methods to run (the largest budget's random search always runs when warm or "
+                         "portfolio does: it is the history they learn from)")
     ap.add_argument("--portfolio-out", help="write the portfolio learned from every dataset of the run here")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--json", help="also write the rows and the summary here")
@@ -207,34 +242,41 @@ def main() -> None:
         entries = pick(args.datasets) if (CORPUS / "manifest.json").is_file() else synthetic(work)
         paths = {e["name"]: subsample(e, args.rows, work) for e in entries}
         top = max(args.budgets)
+        want = set(args.methods)
+        learn = bool(want & {"warm", "portfolio"})
+        warm_budgets = args.budgets if args.warm_budgets is None else args.warm_budgets
         with ray_session(num_cpus=args.cpus):
             # phase 1: untuned, random search (recorded: the history phase 2 learns from), ASHA
             for e in entries:
                 p = paths[e["name"]]
-                r = run(e, job(e, p, args), work)
-                rows += [{"dataset": e["name"], "task": e["task"], "budget": b, "method": "untuned", **r}
-                         for b in args.budgets]
+                if "untuned" in want:
+                    r = run(e, job(e, p, args), work)
+                    rows += [{"dataset": e["name"], "task": e["task"], "budget": b, "method": "untuned", **r}
+                             for b in args.budgets]
                 for b in args.budgets:
-                    kb = str(master) if b == top else "off"
-                    r = run(e, job(e, p, args, {"num_samples": b, "scheduler": "fifo", "warm_start": False},
-                                   kb), work)
-                    rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "random", **r})
-                    r = run(e, job(e, p, args, {"num_samples": b, "scheduler": "asha", "warm_start": False}), work)
-                    rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "asha", **r})
+                    if "random" in want or (learn and b == top):
+                        kb = str(master) if b == top else "off"
+                        r = run(e, job(e, p, args, {"num_samples": b, "scheduler": "fifo", "warm_start": False},
+                                       kb), work)
+                        rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "random", **r})
+                    if "asha" in want:
+                        r = run(e, job(e, p, args, {"num_samples": b, "scheduler": "asha", "warm_start": False}),
+                                work)
+                        rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "asha", **r})
                 print(f"phase 1: {e['name']} done ({time.perf_counter() - t_start:.0f}s)", flush=True)
                 _save(args, rows)
             # phase 2: the warm-started search, each dataset held out of the store it learns from;
             # the portfolio start, its portfolio learned from the other datasets only
-            for e in entries:
+            for e in entries if learn else ():
                 kb = held_out_store(master, e["name"], work)
                 os.environ["DLMINE_PORTFOLIO"] = "off"  # (d) measures the knowledge base alone
-                for b in args.budgets:
+                for b in warm_budgets if "warm" in want else ():
                     r = run(e, job(e, paths[e["name"]], args, {"num_samples": b, "scheduler": "fifo"}, kb), work)
                     rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "warm", **r})
                 others = [o["name"] for o in entries if o["name"] != e["name"]]
                 os.environ["DLMINE_PORTFOLIO"] = str(learned_portfolio(
                     kb, entries, work / f"portfolio-without-{e['name']}.json", {"datasets": others}))
-                for b in args.portfolio_budgets:
+                for b in args.portfolio_budgets if "portfolio" in want else ():
                     r = run(e, job(e, paths[e["name"]], args, {"num_samples": b, "scheduler": "fifo"}), work)
                     rows.append({"dataset": e["name"], "task": e["task"], "budget": b, "method": "portfolio", **r})
                 os.environ.pop("DLMINE_PORTFOLIO")
@@ -255,9 +297,21 @@ def main() -> None:
     summary = summarise(df)
     print("\nper budget and method: median normalised regret [q25, q75] over datasets; share reaching HGB")
     print(summary.round(3).to_string(index=False))
+    table = pooled(df)
+    print("\nper method and budget, regret normalised over every method and budget on the dataset")
+    print(table.round(3).to_string(index=False))
+    low, top = min(args.budgets), max(args.budgets)
+    pf = min(args.portfolio_budgets or [low])
+    pairs = [(("warm", low), ("random", top)), (("warm", low), ("random", low)), (("portfolio", pf), ("random", pf)),
+             (("portfolio", pf), ("warm", pf)), (("portfolio", pf), ("untuned", low))]
+    for a, b in dict.fromkeys(pairs):
+        h = head_to_head(df, a, b)
+        if h:
+            print(f"{h['a']} vs {h['b']}: not worse on {h['a_not_worse']}/{h['datasets']} datasets, "
+                  f"median test-score difference {h['median_diff']:+.4f} [q25 {h['q25']:+.4f}, q75 {h['q75']:+.4f}]")
     print(f"\n{len(set(df['dataset']))} datasets, rows <= {args.rows}, epochs <= {args.epochs}, "
           f"{time.perf_counter() - t_start:.0f}s")
-    _save(args, rows, summary.to_dict("records"))
+    _save(args, rows, {"per_budget": summary.to_dict("records"), "pooled": table.to_dict("records")})
 
 
 if __name__ == "__main__":

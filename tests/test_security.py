@@ -1,6 +1,8 @@
 """A job file is data: no field of it runs code. The row filter (data.normal_when) accepts only
 its language; everything else is refused at the boundary with one line, before anything runs."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,3 +96,43 @@ def test_a_job_named_outside_its_folders_writes_nothing(tmp_path, capsys, table_
     assert not (tmp_path / "out").exists() and not (tmp_path.parent.parent / "escaped").exists()
     for ok in ("wine-tuned", "digits_2.v1", "A"):
         assert spec_from_dict({"name": ok, "data": {"path": "x.csv"}}).name == ok
+
+
+LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+def test_a_local_run_listens_on_loopback_only(tmp_path, table_dir):
+    """Every socket that a local `dlmine run` (no --address) and the Ray it starts listen on, polled
+    while the job runs, is bound to loopback: GCS, raylet, workers, agents, the metrics exporter."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    job = write_job(tmp_path / "job.yaml", data={"path": str(table_dir)}, train={"epochs": 40, "early_stopping": 0},
+                    knowledge="off")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(tmp_path / "out")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = {}
+    try:
+        while proc.poll() is None:
+            try:
+                tree = {p.pid: p for p in [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)}
+                for c in psutil.net_connections(kind="inet"):
+                    if c.status == psutil.CONN_LISTEN and c.pid in tree:
+                        seen[(c.laddr.ip, c.laddr.port)] = tree[c.pid].name()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out[-3000:]
+    names = set(seen.values())
+    assert any("gcs_server" in n for n in names) and any("raylet" in n for n in names), seen
+    exposed = {k: v for k, v in seen.items() if not k[0].startswith(LOOPBACK)}
+    assert not exposed, f"listening beyond loopback: {exposed}"

@@ -52,6 +52,33 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                           "there, and the port right?)") from None
 
 
+#: Ray's own switch (ray._private.ray_constants) for "this node is part of no cluster": its node IP
+#: is then loopback, and Ray binds its GCS, raylet, worker and agent servers (and the metrics
+#: exporter) to loopback instead of every interface. It is how Ray runs on macOS and Windows.
+_NO_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local Ray starts: its node IP is 127.0.0.1, so nothing it starts listens beyond this
+    machine (a local run has no other node to talk to). Ray reads the switch when it is imported,
+    and the started processes read it from their environment; both are restored afterwards, so
+    that a later ``ray.init(address=...)`` in this process joins a cluster as usual."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(_NO_CLUSTER), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_NO_CLUSTER] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_NO_CLUSTER, None)
+        else:
+            os.environ[_NO_CLUSTER] = before_env
+
+
 @contextlib.contextmanager
 def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: Optional[int] = None,
                 object_store_mb: Optional[int] = None) -> Iterator[float]:
@@ -78,8 +105,9 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
             in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
             ray.init(address=address, **({} if in_job else {"runtime_env": {"env_vars": env_vars}}), **kwargs)
         else:  # a local Ray's processes inherit this process's environment
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                     object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
+            with _loopback_only():
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                         object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
         started = True
     import ray.data
 
