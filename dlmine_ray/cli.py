@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("job", metavar="JOB.yaml")
     s.add_argument("--address", required=True, metavar="http://HOST:8265", help="the cluster's dashboard address")
     s.add_argument("--output", "-o", metavar="DIR", help="results folder on the cluster "
-                   "(default /tmp/dlmine_runs/NAME-TIME)")
+                   "(default /tmp/dlmine_runs/NAME-TIME-ID, unique per submission)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 unless it succeeds")

@@ -97,3 +97,39 @@ def test_submit_to_nowhere_fails_cleanly(tmp_path):
                            "--address", f"http://127.0.0.1:{_free_port()}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "cannot reach the Ray cluster" in proc.stderr
+
+
+def test_three_jobs_at_once_finish_with_their_own_outputs_and_records(tmp_path, head):
+    """The same job submitted three times at once to one cluster: three jobs that all succeed, each
+    in its own default output folder (complete), and three completed runs in the shared knowledge base."""
+    import sqlite3
+
+    address, env = head
+    kb = tmp_path / "knowledge.db"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "same-job", "task": "classify",
+        "data": {"path": "builtin:wine", "target": "label", "id": "row_id"},
+        "model": {"hidden": [16]}, "train": {"epochs": 2, "batch_size": 32}, "compare_baselines": False,
+        "knowledge": str(kb)}))
+    procs = [subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "submit", str(job), "--address", address,
+                               "--wait"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(3)]
+    outputs = []
+    try:
+        for p in procs:
+            log = p.communicate(timeout=900)[0]
+            assert p.returncode == 0 and "SUCCEEDED" in log, log[-3000:]
+            outputs.append(log.split("output on the cluster: ", 1)[1].split()[0])
+        assert len(set(outputs)) == 3, outputs
+        for out in outputs:
+            m = json.loads(open(os.path.join(out, "metrics.json")).read())
+            assert m["task"] == "classify" and m["rows_test"] > 0 and "accuracy" in m
+            assert os.path.isfile(os.path.join(out, "model", "model.pt"))
+            assert os.path.isfile(os.path.join(out, "report.html"))
+        with sqlite3.connect(kb) as db:
+            runs = db.execute("SELECT status, output FROM runs").fetchall()
+        assert sorted(runs) == sorted(("completed", o) for o in outputs), runs
+    finally:
+        for out in outputs:
+            shutil.rmtree(out, ignore_errors=True)

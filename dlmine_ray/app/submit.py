@@ -8,6 +8,7 @@ import shlex
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +42,9 @@ def submit(job_file: str, address: str, output: Optional[str] = None, overrides=
     # Relative local paths mean "relative to where I ran submit": on a laptop cluster the job
     # runs on this filesystem, but from the job's own working directory.
     doc["data"]["path"] = _absolute_paths(spec.data.path)
-    out = output or f"/tmp/dlmine_runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # the default output is unique per submission: the same job submitted twice in one second
+    # (three at once from a script) must not write into one folder
+    out = output or f"/tmp/dlmine_runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if not is_uri(out):
         out = os.path.abspath(os.path.expanduser(out))
     with failing_as(f"cannot reach the Ray cluster at {address}"):
