@@ -157,6 +157,7 @@ def test_every_run_is_recorded_with_its_dataset(tmp_path, ray_local, capsys):
     # the same files, run again, are the same dataset
     assert main(["run", job, "--output", str(tmp_path / "out3")]) == 0
     assert len(kb.datasets()) == 1 and kb.runs()["fingerprint"].iloc[0] == done["fingerprint"]
+    assert list(kb.runs()["n_trials"].fillna(0)) == [1, 0, 1]  # an untuned run is one trial; a failed one has none
     capsys.readouterr()
     assert main(["history", "--knowledge", str(kb_path), "--export", str(tmp_path / "runs.parquet")]) == 0
     out = capsys.readouterr().out

@@ -45,10 +45,10 @@ def history(knowledge: Optional[str] = None, task: Optional[str] = None, dataset
     for r in runs.head(limit).itertuples():
         value = r.selection_value
         sel = f"{r.selection_metric}={value:.4g}" if value is not None and math.isfinite(value) else ""
-        tuned = (r.job or {}).get("tune") if isinstance(r.job, dict) else None
+        n_trials = r.n_trials if r.n_trials is not None and math.isfinite(r.n_trials) else 0
         t.add_row(pd.Timestamp(r.created, unit="s").strftime("%Y-%m-%d %H:%M"), r.task, str(r.name),
                   str(r.dataset or (r.fingerprint or "")[:12]), r.status if r.status == "completed" else
-                  f"{r.status}: {(r.error or '')[:60]}", sel, "tuned" if tuned else "", f"{r.seconds or 0:.0f}")
+                  f"{r.status}: {(r.error or '')[:60]}", sel, f"{int(n_trials):,}", f"{r.seconds or 0:.0f}")
     console.print(t)
     if mine:
         _mine(kb, runs, console, echo)

@@ -179,12 +179,15 @@ class KnowledgeBase:
         return df
 
     def runs(self, task: Optional[str] = None, dataset: Optional[str] = None) -> pd.DataFrame:
-        """Runs, newest first (``task``: only that task's; ``dataset``: a fingerprint or its prefix,
-        or a dataset name)."""
-        from sqlalchemy import or_, select
+        """Runs, newest first, each with its number of recorded trials (``n_trials``; an untuned run
+        has one) (``task``: only that task's; ``dataset``: a fingerprint or its prefix, or a dataset name)."""
+        from sqlalchemy import func, or_, select
 
-        r, d = self._md.tables["runs"], self._md.tables["datasets"]
-        q = select(r, d.c.name.label("dataset"), d.c.n_rows).select_from(r.outerjoin(d, r.c.fingerprint == d.c.fingerprint))
+        r, d, tr = self._md.tables["runs"], self._md.tables["datasets"], self._md.tables["trials"]
+        counts = select(tr.c.run_id, func.count().label("n_trials")).group_by(tr.c.run_id).subquery()
+        q = (select(r, d.c.name.label("dataset"), d.c.n_rows, counts.c.n_trials)
+             .select_from(r.outerjoin(d, r.c.fingerprint == d.c.fingerprint)
+                          .outerjoin(counts, r.c.run_id == counts.c.run_id)))
         if task:
             q = q.where(r.c.task == task)
         if dataset:
