@@ -143,6 +143,9 @@ class ScalingSpec(_Strict):
     trainer: Literal["auto", "ray_train", "task"] = Field(
         "auto", description="ray_train: a TorchTrainer; task: one Ray task (one worker, small data); "
                             "auto: a TorchTrainer for several workers, GPUs or 64 MB+ of training data")
+    max_failures: int = Field(2, ge=0, description="TorchTrainer runs: how many times a lost worker (a killed "
+                                                   "process, a lost node) restarts the worker group, which "
+                                                   "resumes from the last epoch's checkpoint")
 
     @model_validator(mode="after")
     def _task_is_single_worker(self):

@@ -22,6 +22,9 @@ import torch
 
 MODEL_STATE = "model_state.pt"
 HISTORY = "history.json"
+#: in a TorchTrainer's per-epoch checkpoint: what a restarted worker group resumes from (the
+#: current weights and optimiser, the epoch, the early-stopping state and the best weights)
+RESUME_STATE = "resume_state.pt"
 
 
 class ShardBatches:
@@ -115,6 +118,14 @@ class LoopEnv:
     def report(self, metrics: dict, checkpoint_dir: Optional[str]) -> None:
         raise NotImplementedError
 
+    #: whether every epoch writes a checkpoint with the resume state (a restarted worker group
+    #: needs one); elsewhere a checkpoint is written only when the kept model changes
+    checkpoint_every_epoch = False
+
+    def resume_state(self) -> Optional[dict]:
+        """The state to resume from (a restarted run), or None to start afresh."""
+        return None
+
 
 class TrainEnv(LoopEnv):
     """Inside a Ray Train worker (TorchTrainer)."""
@@ -161,6 +172,18 @@ class TrainEnv(LoopEnv):
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=ckpt)
 
+    checkpoint_every_epoch = True
+
+    def resume_state(self):
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            path = os.path.join(d, RESUME_STATE)
+            return torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+
 
 class TuneEnv(LoopEnv):
     """Inside a single-worker Tune trial: the datasets are passed in, reports go to Tune."""
@@ -201,11 +224,14 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def _write_checkpoint(model, history, best: dict) -> str:
+def _write_checkpoint(best_state: dict, history, best: dict, resume: Optional[dict] = None) -> str:
+    """A checkpoint folder: the kept (best) weights, the history, and optionally the resume state."""
     d = tempfile.mkdtemp(prefix="dlmine_ckpt_")
-    torch.save({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}, os.path.join(d, MODEL_STATE))
+    torch.save(best_state, os.path.join(d, MODEL_STATE))
     with open(os.path.join(d, HISTORY), "w") as f:
         json.dump({"history": history, "best": best}, f)
+    if resume is not None:
+        torch.save(resume, os.path.join(d, RESUME_STATE))
     return d
 
 
@@ -229,9 +255,14 @@ def run_loop(config: dict, env: LoopEnv) -> None:
     if config.get("init_state"):
         model.load_state_dict(config["init_state"], strict=False)
     task.start_stage(model, stage)
+    resume = env.resume_state()
+    if resume is not None:  # a restarted worker group: on from the last epoch's checkpoint
+        model.load_state_dict(resume["model"])
     model = env.wrap_model(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tr["lr"],
                             weight_decay=tr["weight_decay"])
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
     tdtype = task.target_torch_dtype()
     cache = int(tr.get("cache_mb", 1024)) * 2**20
     train = ShardBatches(env.shard("train"), tdtype, tr["batch_size"], cache, tr["seed"] + env.rank, True)
@@ -242,8 +273,13 @@ def run_loop(config: dict, env: LoopEnv) -> None:
     best: dict[str, Any] = {}
     best_value = None
     stale = 0
+    first = 1
+    if resume is not None:
+        history, best, best_value, stale = resume["history"], resume["best"], resume["best_value"], resume["stale"]
+        config["_best_state"] = resume["best_state"]
+        first = resume["epoch"] + 1
     started = time.perf_counter()
-    for epoch in range(1, tr["epochs"] + 1):
+    for epoch in range(first, tr["epochs"] + 1):
         t0 = time.perf_counter()
         ctx = {"info": info, "epoch": _epoch_stats(task, model, train, epoch, stage, info, env,
                                                            config["n_features"])}
@@ -297,15 +333,15 @@ def run_loop(config: dict, env: LoopEnv) -> None:
             progress.put.remote({"kind": "epoch", "trial": config.get("trial"), "epochs": tr["epochs"],
                                  "stop": stop, **metrics})
         ckpt_dir = None
-        if env.rank == 0 and (improved or stop):
-            if improved:
-                best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-                config["_best_state"] = best_state
-            snapshot = _unwrap(model)
-            if not improved:
-                snapshot = task.build_model(config["n_features"], info, config["model"])
-                snapshot.load_state_dict(config["_best_state"])
-            ckpt_dir = _write_checkpoint(snapshot, history, best)
+        if improved:
+            config["_best_state"] = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        if env.rank == 0 and (improved or stop or env.checkpoint_every_epoch):
+            resume_now = None
+            if env.checkpoint_every_epoch:
+                resume_now = {"model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
+                              "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best": best,
+                              "best_value": best_value, "stale": stale, "best_state": config["_best_state"]}
+            ckpt_dir = _write_checkpoint(config["_best_state"], history, best, resume_now)
         report = dict(metrics)
         report.update({f"best_{k}": v for k, v in best.items() if k.startswith("val_")})
         report["done"] = stop

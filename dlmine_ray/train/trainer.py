@@ -115,6 +115,8 @@ def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progres
             name=f"{spec.name}-{uuid.uuid4().hex[:8]}",  # unique: a reused name silently resumes
             storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            # a lost worker restarts the group, and the loop resumes from the last epoch's checkpoint
+            failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
             callbacks=callbacks or [],
         ),
     )
