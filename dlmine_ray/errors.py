@@ -5,6 +5,7 @@ The base of every layer: any module may import it."""
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator, Optional
 
 
@@ -19,19 +20,30 @@ class DlmineError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+#: lines of Ray's error texts that are advice or wrapping, never the cause
+_NOISE = ("To change retry attempts", "Failed to apply UDF transform", "During handling of the above",
+          "The above exception was the direct cause", "ray::", "Exception occurred in Ray Data")
+#: "pyarrow.lib.ArrowInvalid: CSV parse error ..." / "KeyError: ..." / "RayTaskError(ValueError): ..."
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Invalid|Exception|Exit)(?:\([\w.]+\))?: (.+)$")
+
+
 def first_line(err: BaseException) -> str:
-    """The most specific one-line message inside a (possibly Ray-wrapped) exception."""
+    """The most specific one-line message inside a (possibly Ray-wrapped) exception: the message
+    of the innermost raised exception that a Ray traceback carries (not Ray's retry advice, which
+    ends a failed Ray Data execution's text), else the last line of the text."""
     cause = err
     while getattr(cause, "cause", None) is not None and cause.cause is not cause:
         cause = cause.cause
     while cause.__cause__ is not None:
         cause = cause.__cause__
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    # Ray's task errors carry the traceback; the last line holds the message.
-    for ln in reversed(lines):
-        if not ln.startswith(("File ", "Traceback", "^", "~")):
-            return ln[:300]
-    return type(cause).__name__
+    lines = [ln for ln in lines if not ln.startswith(("File ", "Traceback", "^", "~"))
+             and not any(n in ln for n in _NOISE)]
+    for ln in reversed(lines):  # Ray's task errors carry the traceback: the raised line is the cause
+        m = _RAISED.match(ln)
+        if m:
+            return m.group(1)[:300]
+    return lines[-1][:300] if lines else type(cause).__name__
 
 
 def _user_error_inside(err: BaseException) -> Optional[DlmineError]:

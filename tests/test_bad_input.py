@@ -124,19 +124,8 @@ def test_malformed_csv_row(tmp_path, capsys, ray_local):
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     job = write_job(tmp_path / "job.yaml", data={"path": str(tmp_path / "d.csv")})
     code, line, out = _run(tmp_path, capsys, job)
-    _assert_clean_failure(tmp_path, code, line, out, "cannot read data")
-
-
-def test_predict_with_missing_column(tmp_path, capsys, ray_local):
-    # a model folder needs nothing but its metadata for this check to run
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "model.json").write_text('{"input_columns": ["a", "b"], "id": null, "target": "label"}')
-    pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(tmp_path / "new.parquet")
-    code = main(["predict", "--model", str(model), "--data", str(tmp_path / "new.parquet"),
-                 "--output", str(tmp_path / "p.parquet")])
-    assert code == 2 and "lacks column(s) the model needs: b" in capsys.readouterr().err
-    assert not (tmp_path / "p.parquet").exists()
+    _assert_clean_failure(tmp_path, code, line, out, "Expected 4 columns, got 6")
+    assert "d.csv as CSV" in line and "retry" not in line
 
 
 @pytest.mark.parametrize("address, needle", [
@@ -158,3 +147,112 @@ def test_an_address_where_no_cluster_listens_fails_at_once(tmp_path, table_dir, 
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+# --- one line for what used to end in a long traceback or Ray's retry advice; each case failed before
+
+def _csv_rows(n: int = 60) -> list[str]:
+    return ["row_id,a,b,label"] + [f"{i},{i * 0.1},{i % 3},{'yes' if i % 2 else 'no'}" for i in range(n)]
+
+
+def _write(tmp_path, case: str) -> dict:
+    """The files of one bad-input case; returns the job's data section."""
+    d = tmp_path / "data"
+    d.mkdir()
+    if case == "empty_csv":
+        (d / "d.csv").write_text("")
+    elif case == "duplicate_csv_columns":
+        (d / "d.csv").write_text("\n".join(r.replace("row_id,a,b", "row_id,a,a") if i == 0 else r
+                                           for i, r in enumerate(_csv_rows())) + "\n")
+    elif case == "csv_given_as_parquet":
+        (d / "d.csv").write_text("\n".join(_csv_rows()) + "\n")
+        return {"path": str(d / "d.csv"), "format": "parquet"}
+    elif case == "one_id_per_split":
+        df = make_frame(300)
+        df["row_id"] = df["row_id"] % 4  # 4 ids for 300 rows: some split holds one id or none
+        df.to_parquet(d / "d.parquet")
+    return {"path": str(d)}
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("empty_csv", "as CSV: an empty file"),
+    ("duplicate_csv_columns", "the header names column(s) 'a' more than once"),
+    ("csv_given_as_parquet", "is not a Parquet file"),
+    ("one_id_per_split", "data.id 'row_id' repeats"),
+])
+def test_bad_files_fail_in_one_line(tmp_path, capsys, ray_local, case, needle):
+    job = write_job(tmp_path / "job.yaml", data=_write(tmp_path, case), knowledge="off")
+    code, line, out = _run(tmp_path, capsys, job)
+    _assert_clean_failure(tmp_path, code, line, out, needle)
+    assert "retry" not in line and "Traceback" not in capsys.readouterr().err
+
+
+def test_repeated_ids_are_counted_per_split(tmp_path, capsys, ray_local):
+    df = make_frame(300)
+    df["row_id"] = df["row_id"] % 60  # 60 ids, 5 rows each
+    df.to_parquet(tmp_path / "d.parquet")
+    job = write_job(tmp_path / "job.yaml", data={"path": str(tmp_path / "d.parquet")}, knowledge="off")
+    assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: data.id 'row_id' repeats" in err and "distinct ids" in err, err
+
+
+def test_first_line_is_the_cause_not_rays_retry_advice():
+    from dlmine_ray.errors import first_line
+
+    text = ("ray.exceptions.RayTaskError(ArrowInvalid): ray::ReadKeyedTextFiles() (pid=1)\n"
+            "  File \"x.py\", line 3, in read\n"
+            "pyarrow.lib.ArrowInvalid: CSV parse error: Row #51: Expected 3 columns, got 5\n"
+            "Failed to apply UDF transform after 1/1 attempts (total backoff 0.0s).\n"
+            "To change retry attempts, backoff, or which errors are retried, configure it.")
+    assert first_line(RuntimeError(text)) == "CSV parse error: Row #51: Expected 3 columns, got 5"
+    assert first_line(ValueError("target column 'x' not found")) == "target column 'x' not found"
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A real model folder from a tiny run (shared by the predict cases)."""
+    from conftest import _ensure_ray
+
+    _ensure_ray()
+    root = tmp_path_factory.mktemp("model_run")
+    make_frame(200).to_parquet(root / "d.parquet")
+    job = write_job(root / "job.yaml", data={"path": str(root / "d.parquet")}, knowledge="off")
+    assert main(["run", job, "--output", str(root / "run")]) == 0
+    return root / "run" / "model"
+
+
+def _edit(model, tmp_path, how: str):
+    import json
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    if how == "not_json":
+        (copy / "model.json").write_text('{"task": "classify", "broken')
+    elif how == "other_shape":
+        meta = json.loads((copy / "model.json").read_text())
+        meta["model"]["hidden"] = [99]
+        (copy / "model.json").write_text(json.dumps(meta))
+    return copy
+
+
+@pytest.mark.parametrize("case, code_expected, needle", [
+    ("missing_column", 2, "lacks column(s) the model needs: b"),
+    ("model_json_not_json", 2, "is not a model description"),
+    ("model_json_edited", 2, "cannot load the model"),
+])
+def test_predict_fails_in_one_line_and_leaves_nothing(tmp_path, capsys, saved_model, case, code_expected, needle):
+    data = make_frame(20)
+    if case == "missing_column":
+        data = data.drop(columns=["b"])
+    data.to_parquet(tmp_path / "new.parquet")
+    model = {"missing_column": saved_model, "model_json_not_json": None, "model_json_edited": None}[case]
+    if model is None:
+        model = _edit(saved_model, tmp_path, "not_json" if case == "model_json_not_json" else "other_shape")
+    capsys.readouterr()
+    out = tmp_path / "new_folder" / "p.parquet"
+    code = main(["predict", "--model", str(model), "--data", str(tmp_path / "new.parquet"), "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == code_expected and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "new_folder").exists(), "an empty output folder was left behind"

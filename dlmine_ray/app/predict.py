@@ -27,15 +27,36 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
     if not Path(model, "model.json").is_file():
         raise DlmineError(f"{model} is not a dlmine model folder (no model.json); "
                           "pass the model/ folder inside a run's output")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    na_values = json.loads(Path(model, "model.json").read_text()).get("na_values", [])
+    with failing_as(f"{Path(model, 'model.json')} is not a model description (was it edited?)"):
+        meta = json.loads(Path(model, "model.json").read_text())
+        if not isinstance(meta, dict) or "task" not in meta or "input_columns" not in meta:
+            raise ValueError("it lacks the task or the input columns")
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # folders this call creates
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _score(model, meta, data, out, address, verbose, fmt, batch_size)
+    except BaseException:
+        for folder in made:  # nothing left behind: no empty output folder either
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _score(model: str, meta: dict, data, out: Path, address, verbose: bool, fmt: str, batch_size: int) -> int:
+    from dlmine_ray.infer import LoadedModel
+
+    with failing_as(f"cannot load the model in {model}"):
+        task = get_task(meta["task"])
+        LoadedModel(model, task=task)  # weights that do not fit model.json fail here, in one line
     with ray_session(address, verbose):
-        ds = read_dataset(data, fmt, na_values=na_values)  # the missing-value markers the model was fitted with
+        # the missing-value markers the model was fitted with
+        ds = read_dataset(data, fmt, na_values=meta.get("na_values", []))
         names, _ = dataset_columns(ds)
         meta = check_columns(names, model)
         keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)
         # the task object travels with the batches: a task registered only in this process scores too
-        scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size,
-                               task=get_task(meta["task"]))
+        scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size, task=task)
         with failing_as("scoring failed"):
             return write_parquet_batches(out, scored.iter_batches(batch_format="pyarrow", batch_size=None))

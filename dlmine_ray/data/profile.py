@@ -163,6 +163,13 @@ class DataProfile:
     target_by_split: list[Counter]
     #: feature columns with one value only, dropped by ``check_profile``
     dropped_constant: list[str] = field(default_factory=list)
+    #: with data.id/data.group: the distinct values of that column in each split (None: KEY_CAP or more)
+    distinct_keys: Optional[list[Optional[int]]] = None
+
+    def repeated_ids(self) -> bool:
+        """Whether some split holds fewer distinct split-key values than rows."""
+        return self.distinct_keys is not None and any(
+            k is not None and k < r for k, r in zip(self.distinct_keys, self.rows))
 
     @property
     def n_rows(self) -> int:
@@ -210,10 +217,18 @@ def with_split_column(df: pd.DataFrame, key_cols: Optional[list[str]], valid: fl
     return df
 
 
+#: distinct split-key values counted per split, at most (beyond it a split has "many")
+KEY_CAP = 10_000
+
+
 def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str]], valid: float, test: float, seed: int):
     def fn(df: pd.DataFrame) -> pd.DataFrame:
         df = with_split_column(df, key_cols, valid, test, seed)
-        return pd.DataFrame({"stats": [pickle.dumps(block_stats(df, target, categorical_target))]})
+        stats = block_stats(df, target, categorical_target)
+        if key_cols and key_cols[0] in df.columns:
+            keys = df[key_cols[0]].astype(str)
+            stats["keys_by_split"] = [set(keys[df[SPLIT_COL] == i].unique()[:KEY_CAP]) for i in range(3)]
+        return pd.DataFrame({"stats": [pickle.dumps(stats)]})
     return fn
 
 
@@ -227,8 +242,14 @@ def profile_dataset(ds, target: str, categorical_target: bool, split_key: Option
     order: list[str] = []
     columns: dict[str, ColumnStats] = {}
     by_split = [Counter(), Counter(), Counter()]
+    keys: Optional[list[set]] = None
     for part in parts:
         b = pickle.loads(part["stats"])
+        if "keys_by_split" in b:
+            keys = [set() for _ in range(3)] if keys is None else keys
+            for mine, theirs in zip(keys, b["keys_by_split"]):
+                if len(mine) < KEY_CAP:
+                    mine.update(theirs)
         rows = [a + c for a, c in zip(rows, b["rows"])]
         for c in b["order"]:
             if c not in columns:
@@ -237,7 +258,8 @@ def profile_dataset(ds, target: str, categorical_target: bool, split_key: Option
             columns[c].merge(b["columns"][c])
         for i, cnt in enumerate(b.get("target_by_split", [])):
             by_split[i].update(cnt)
-    return DataProfile(rows, order, columns, by_split if categorical_target else [])
+    distinct = None if keys is None else [len(k) if len(k) < KEY_CAP else None for k in keys]
+    return DataProfile(rows, order, columns, by_split if categorical_target else [], distinct_keys=distinct)
 
 
 def check_profile(profile: DataProfile, spec, task, features: list[str]) -> list[str]:
@@ -268,9 +290,20 @@ def check_profile(profile: DataProfile, spec, task, features: list[str]) -> list
         need = {"train": 2, "valid": 1 if d.split.valid > 0 else 0, "test": 1}
         for i, name in enumerate(SPLITS):
             if profile.rows[i] < need[name]:
+                ids = sum(k or 0 for k in profile.distinct_keys or []) if d.id and not d.group else 0
+                why = (f" (data.id '{d.id}' repeats: {ids} distinct ids for {profile.n_rows} rows, and rows of one "
+                       "id always share a split)") if 0 < ids < profile.n_rows else ""
                 raise DlmineError(
-                    f"too few rows ({profile.n_rows}) for the split: the {name} split got {profile.rows[i]} rows; "
+                    f"too few rows ({profile.n_rows}) for the split: the {name} split got {profile.rows[i]} rows{why}; "
                     "add data or change data.split")
+    if d.id and not d.group and profile.distinct_keys is not None:
+        for i, name in enumerate(SPLITS):
+            k = profile.distinct_keys[i]
+            if k is not None and profile.rows[i] and k < 2 and (name != "test" or not task.scores_every_row):
+                raise DlmineError(
+                    f"data.id '{d.id}' repeats: the {name} split holds {profile.rows[i]} rows of only {k} distinct "
+                    "id(s) (rows of one id always share a split); use a column that identifies each row, or "
+                    "none")
     if task.target_kind is not None and profile.columns[truth].nulls:
         raise DlmineError(f"target column '{truth}' has {profile.columns[truth].nulls} missing (null/NaN) values")
     if task.target_kind is not None:

@@ -134,6 +134,7 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool =
     files, fmt = resolve_paths(path, fmt)
     with failing_as(f"cannot read data at {path}"):  # pyarrow/Ray raise many types for unreadable input
         if fmt == "parquet":
+            _check_parquet(files)
             ds = ray.data.read_parquet(files, override_num_blocks=_parallelism(len(files)),
                                        include_row_hash=row_key)
             if row_key:
@@ -142,6 +143,21 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool =
         from dlmine_ray.data.text_source import KeyedTextFiles
 
         return ray.data.read_datasource(KeyedTextFiles(files, fmt, row_key, na_values))
+
+
+def _check_parquet(files: list[str]) -> None:
+    """Refuse local files that are not Parquet (a Parquet file starts and ends with b"PAR1"):
+    Ray reads CSV given as Parquet as no rows at all."""
+    for f in files:
+        if is_uri(f):
+            continue
+        with open(f, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(max(0, os.path.getsize(f) - 4))
+            tail = fh.read(4)
+        if head != b"PAR1" or tail != b"PAR1":
+            raise DlmineError(f"{f} is not a Parquet file" + (" (it is empty)" if not head else "")
+                              + "; set data.format to the files' format (csv, json) or auto")
 
 
 def _check_reserved(ds) -> None:

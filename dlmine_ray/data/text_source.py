@@ -47,19 +47,27 @@ class KeyedTextFiles(Datasource):
 
         fs, where = pfs.FileSystem.from_uri(path) if is_uri(path) else (pfs.LocalFileSystem(), path)
         offset = 0
-        with fs.open_input_stream(where) as stream:  # decompressed by the file's extension (.gz...)
-            if self.fmt == "csv":
-                conv = pcsv.ConvertOptions(null_values=self.na_values, strings_can_be_null=True)
-                reader = pcsv.open_csv(stream, convert_options=conv,
-                                       read_options=pcsv.ReadOptions(block_size=16 << 20))
-                parts = (pa.Table.from_batches([b]) for b in reader)
-            else:
-                parts = [_read_json(stream.read())]
-            for table in parts:
-                if self.row_key:
-                    table = table.append_column(ROW_KEY, row_keys_array(path, offset, table.num_rows))
-                offset += table.num_rows
-                yield table
+        try:
+            with fs.open_input_stream(where) as stream:  # decompressed by the file's extension (.gz...)
+                if self.fmt == "csv":
+                    conv = pcsv.ConvertOptions(null_values=self.na_values, strings_can_be_null=True)
+                    reader = pcsv.open_csv(stream, convert_options=conv,
+                                           read_options=pcsv.ReadOptions(block_size=16 << 20))
+                    twice = sorted({n for n in reader.schema.names if reader.schema.names.count(n) > 1})
+                    if twice:
+                        raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once")
+                    parts = (pa.Table.from_batches([b]) for b in reader)
+                else:
+                    parts = [_read_json(stream.read())]
+                for table in parts:
+                    if self.row_key:
+                        table = table.append_column(ROW_KEY, row_keys_array(path, offset, table.num_rows))
+                    offset += table.num_rows
+                    yield table
+        except (pa.ArrowException, ValueError, OSError) as err:
+            # one line that names the file (Ray Data keeps only the text of an error raised here)
+            what = "an empty file" if "Empty CSV file" in str(err) else " ".join(str(err).split())[:240]
+            raise ValueError(f"cannot read {path} as {self.fmt.upper()}: {what}") from None
 
 
 def _read_json(data: bytes):

@@ -54,6 +54,11 @@ def run(ctx: RunContext) -> RunResult:
     split = (f"train/valid = {r[0] + r[2]:,}/{r[1]:,} (every row is scored)" if task.scores_every_row
              else f"train/valid/test = {r[0]:,}/{r[1]:,}/{r[2]:,}")
     rep.info(f"{profile.n_rows:,} rows, {len(profile.order)} columns; {split}")
+    if d.id and not d.group and profile.repeated_ids():
+        ids = "/".join("many" if k is None else f"{k:,}" for k in profile.distinct_keys)
+        rep.info(f"[yellow]warning: data.id '{d.id}' repeats: the train/valid/test splits hold {ids} distinct ids "
+                 f"for {r[0]:,}/{r[1]:,}/{r[2]:,} rows; rows of one id always share a split (data.group says "
+                 "so on purpose)[/]")
 
     rep.stage("preprocessing", "imputation, scaling, one-hot; fitted on the training split")
     prep = TabularPreprocessor.from_profile(profile, features, d.target, task.target_kind, d.id, d.max_categories)

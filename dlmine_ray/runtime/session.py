@@ -28,6 +28,9 @@ def _quiet_logs(verbose: bool) -> None:
     # off, deprecations) are noise to a user watching a job; --verbose shows them.
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.air", "ray.util"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Ray Data logs a failed execution's whole traceback at ERROR before raising it; the run then
+    # says the cause in one line (--verbose shows the traceback)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module="ray")
 
 
