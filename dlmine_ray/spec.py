@@ -271,7 +271,8 @@ class JobSpec(_Strict):
         for task in TASKS.values():
             if task.options is not None:
                 doc.setdefault(task.name, task.options())
-        task = TASKS.get(doc.get("task", DEFAULT_TASK))
+        name = doc.get("task", DEFAULT_TASK)
+        task = TASKS.get(name) if isinstance(name, str) else None  # not a name: the field's check says so
         if task is not None and task.default_target:
             data = doc.get("data")
             if data is None:
