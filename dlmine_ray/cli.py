@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a job field, e.g. --set train.epochs=5 (repeatable)")
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run of this job into --output "
+                   "(killed outright): TorchTrainer training goes on from its last epoch's checkpoint")
     common(r)
 
     d = sub.add_parser("demo", help="run the built-in jobs on bundled and generated data",
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
             from dlmine_ray.app.run import print_summary, run_job
 
             spec = load_job(args.job, parse_overrides(args.overrides))
-            result = run_job(spec, args.output, address=args.address, overwrite=args.overwrite, verbose=verbose)
+            result = run_job(spec, args.output, address=args.address, overwrite=args.overwrite, verbose=verbose,
+                             resume=args.resume)
             print_summary(result)
         elif args.command == "demo":
             from dlmine_ray.app.demo import run_demo

@@ -5,6 +5,7 @@ history), and the result is that of an uninterrupted run, within noise."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,3 +70,54 @@ def test_a_killed_train_worker_is_replaced_and_training_resumes(tmp_path, ray_lo
     clean = run_job(job, tmp_path / "clean", quiet=True).metrics
     assert abs(interrupted["accuracy"] - clean["accuracy"]) <= 0.05, (interrupted["accuracy"], clean["accuracy"])
     assert interrupted["accuracy"] > 0.8
+
+
+def test_a_dead_runs_staging_folder_is_removed_and_a_live_ones_is_kept(tmp_path):
+    from dlmine_ray.pipelines.write import OWNER, RunFolder
+
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    for tag, pid in (("dead", dead_pid.pid), ("live", os.getpid())):
+        d = tmp_path / f".out.tmp-{tag}"
+        (d / ".scratch").mkdir(parents=True)
+        (d / OWNER).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "job": "j"}))
+    (tmp_path / ".out.tmp-unmarked").mkdir()  # an older version's, or one being created: not ours to judge
+    folder = RunFolder(str(tmp_path / "out"))
+    assert [d.name for d in folder.dead_stages()] == [".out.tmp-dead"]
+    assert folder.remove_dead() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-live", ".out.tmp-unmarked"]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    make_frame(3000).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", name="resumable", data={"path": str(tmp_path / "rows.parquet")},
+                    train={"epochs": EPOCHS, "batch_size": 32, "early_stopping": 0},
+                    scaling={"trainer": "ray_train", "cpus_per_worker": 1}, knowledge="off")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("epoch 6/"):
+            os.kill(proc.pid, signal.SIGKILL)  # the driver, killed outright: no cleanup runs
+            break
+    proc.wait(timeout=60)
+    time.sleep(3)  # its local Ray notices the driver is gone and stops
+    assert not (tmp_path / "out").exists()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    assert len(left) == 1, "".join(lines)
+
+    again = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-4000:]
+    assert "resuming the interrupted run" in log
+    trained = [int(ln.split("epoch ", 1)[1].split("/")[0]) for ln in log.splitlines()
+               if ln.strip().startswith("epoch ")]
+    assert trained and trained[0] > 1, log  # it went on, it did not start over
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    assert not (tmp_path / "out" / ".scratch").exists() and not (tmp_path / "out" / ".dlmine-owner.json").exists()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
-import tempfile
 from typing import Optional, Union
 
 from dlmine_ray.app.jobfile import coerce_spec
@@ -20,18 +21,32 @@ from dlmine_ray.tune.knowledge import KnowledgeBase
 
 def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.PathLike] = "runs/latest",
             address: Optional[str] = None, overwrite: bool = False, verbose: bool = False,
-            quiet: bool = False, overrides: Optional[list] = None, num_cpus: Optional[int] = None) -> RunResult:
+            quiet: bool = False, overrides: Optional[list] = None, num_cpus: Optional[int] = None,
+            resume: bool = False) -> RunResult:
     """Run a job (a JobSpec, a dict, or a YAML path) and write its outputs into ``output``.
 
     Returns the RunResult; raises DlmineError for bad input, leaving no output behind. The run, and
     a failed one too, is recorded in the knowledge base (``knowledge:``), which is opened first: one
-    that cannot be opened stops the run before anything is written."""
+    that cannot be opened stops the run before anything is written.
+
+    A run killed outright (SIGKILL, a lost machine) leaves its staging folder beside ``output``.
+    The next run of that output removes it, or with ``resume`` takes it over: TorchTrainer
+    training (several workers, GPUs, a large split) then goes on from its last epoch's checkpoint."""
     spec = coerce_spec(job, overrides)
     rep = Reporter(quiet=quiet, verbose=verbose)
     folder = RunFolder(str(output), overwrite)
     kb = KnowledgeBase.open(spec.knowledge)
-    folder.open()
-    scratch = tempfile.mkdtemp(prefix="dlmine_ray_storage_")
+    digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if not resume:
+        gone = folder.remove_dead()
+        if gone:
+            rep.info(f"removed {gone} staging folder(s) of interrupted runs of {folder.final}")
+    folder.open(digest, resume)
+    if resume:
+        rep.info(f"resuming the interrupted run of this job into {folder.final}" if folder.resumed else
+                 f"nothing to resume: no interrupted run of this job wrote to {folder.final}; starting afresh")
+    scratch = str(folder.scratch)
+    os.makedirs(scratch, exist_ok=True)
     ctx = None
     try:
         with ray_session(address, verbose, num_cpus) as cpus:
@@ -39,6 +54,7 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
                              knowledge=kb)
             result = run_pipeline(ctx)
         rep.stage("publishing", str(folder.final))
+        shutil.rmtree(scratch, ignore_errors=True)
         result.output = folder.commit()
         _record(ctx, rep, result=result)
         rep.done()

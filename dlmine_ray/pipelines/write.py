@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Iterable, Optional
@@ -22,6 +23,24 @@ from dlmine_ray.errors import DlmineError
 RUN_MARKERS = ("metrics.json", "model", "report.html", "predictions.parquet")
 
 
+#: inside a staging folder: who writes it ({"pid", "host", "job"}), so that a later run can tell a
+#: dead run's leftovers (removed, or resumed with --resume) from a live run's (never touched)
+OWNER = ".dlmine-owner.json"
+#: inside a staging folder: the run's scratch (Ray Train/Tune storage, kept checkpoints); removed
+#: before the folder is published
+SCRATCH = ".scratch"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 class RunFolder:
     """Staging area for one run's outputs; ``commit()`` moves it to its final place."""
 
@@ -30,6 +49,29 @@ class RunFolder:
         self.overwrite = overwrite
         self.check()
         self.stage = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.resumed = False
+
+    def dead_stages(self, job: Optional[str] = None) -> list[Path]:
+        """Staging folders of this output left by runs whose process is gone (on this host; with
+        ``job``, only those of the same job), newest first. A folder without an owner file (an
+        older version's, or one being created) is never counted."""
+        out = []
+        for d in self.final.parent.glob(f".{self.final.name}.tmp-*"):
+            try:
+                owner = json.loads((d / OWNER).read_text())
+            except (OSError, ValueError):
+                continue
+            if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))) \
+                    and (job is None or owner.get("job") == job) and d != self.stage:
+                out.append(d)
+        return sorted(out, key=lambda d: d.stat().st_mtime, reverse=True)
+
+    def remove_dead(self) -> int:
+        """Remove the staging folders of dead runs of this output; return how many."""
+        dead = self.dead_stages()
+        for d in dead:
+            shutil.rmtree(d, ignore_errors=True)
+        return len(dead)
 
     def check(self) -> None:
         """Refuse an output folder that holds another run (unless overwrite) or other files."""
@@ -43,9 +85,23 @@ class RunFolder:
             if not self.overwrite:
                 raise DlmineError(f"output folder {f} already holds a run; pass --overwrite to replace it")
 
-    def open(self) -> Path:
-        self.stage.mkdir(parents=True)
+    def open(self, job: str = "", resume: bool = False) -> Path:
+        """Create the staging folder, marked with this process and the job's digest ``job``. With
+        ``resume``, take over the newest dead run's staging folder of the same job instead (its
+        checkpoints are in its scratch), if there is one (``self.resumed`` says)."""
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        dead = self.dead_stages(job) if resume else []
+        if dead:
+            os.rename(dead[0], self.stage)
+            self.resumed = True
+        else:
+            self.stage.mkdir(parents=True)
+        (self.stage / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": job}))
         return self.stage
+
+    @property
+    def scratch(self) -> Path:
+        return self.stage / SCRATCH
 
     def path(self, name: str) -> Path:
         return self.stage / name
@@ -53,6 +109,8 @@ class RunFolder:
     def commit(self) -> Path:
         """Atomically put the staged run at its final path; return that path."""
         self.check()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        (self.stage / OWNER).unlink(missing_ok=True)
         old = None
         if self.final.exists():
             old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"

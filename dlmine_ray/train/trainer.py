@@ -97,8 +97,11 @@ def fit_in_task(spec, datasets: dict, layout: dict, progress=None, cluster_cpus:
 
 
 def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progress=None,
-                       cluster_cpus: float = 1.0, keep_in: str = "", callbacks=None) -> TrainOutcome:
-    """Train with a TorchTrainer; return the best checkpoint's weights and history."""
+                       cluster_cpus: float = 1.0, keep_in: str = "", callbacks=None,
+                       run_name: Optional[str] = None) -> TrainOutcome:
+    """Train with a TorchTrainer; return the best checkpoint's weights and history. ``run_name``:
+    a fixed name in a run's own storage, so that a resumed run's trainer finds the interrupted
+    one's checkpoints (Ray Train restores a run of the same name and storage); default unique."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -112,7 +115,7 @@ def fit_with_ray_train(spec, datasets: dict, layout: dict, storage: str, progres
         ),
         datasets=datasets,
         run_config=ray.train.RunConfig(
-            name=f"{spec.name}-{uuid.uuid4().hex[:8]}",  # unique: a reused name silently resumes
+            name=run_name or f"{spec.name}-{uuid.uuid4().hex[:8]}",  # unique: a reused name silently resumes
             storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             # a lost worker restarts the group, and the loop resumes from the last epoch's checkpoint
