@@ -1,5 +1,8 @@
 """Bad input: one clear line naming the problem, a non-zero exit, and no output left behind."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +18,27 @@ def _run(tmp_path, capsys, job, extra=()):
     return code, err[-1] if err else "", out
 
 
+#: (case, exit code, the line the user saw) of every case run; written as a Markdown table to the
+#: file $DLMINE_BAD_INPUT_TABLE at the end of the module (the table in the issue's closing note)
+_SEEN: list[tuple[str, int, str]] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _table_of_cases():
+    yield
+    where = os.environ.get("DLMINE_BAD_INPUT_TABLE")
+    if where:
+        rows = [f"| {case} | {code} | {line.replace('|', '/')} |" for case, code, line in _SEEN]
+        Path(where).write_text("| case | exit code | the line the user sees |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def _seen(code: int, line: str) -> None:
+    case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+    _SEEN.append((case, code, line))
+
+
 def _assert_clean_failure(tmp_path, code, line, out, needle):
+    _seen(code, line)
     assert code == 2, line
     assert line.startswith("error: ") and needle in line, line
     assert not out.exists()
@@ -254,5 +277,40 @@ def test_predict_fails_in_one_line_and_leaves_nothing(tmp_path, capsys, saved_mo
     out = tmp_path / "new_folder" / "p.parquet"
     code = main(["predict", "--model", str(model), "--data", str(tmp_path / "new.parquet"), "--output", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
+    _seen(code, err[-1] if err else "")
     assert code == code_expected and len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "new_folder").exists(), "an empty output folder was left behind"
+
+
+# --- the job itself: refused at the boundary, before Ray starts (one table)
+
+SPEC_CASES = [
+    ("negative_epochs", {"train": {"epochs": -1}}, [], "'train.epochs'"),
+    ("zero_batch_size", {"train": {"batch_size": 0}}, [], "'train.batch_size'"),
+    ("unknown_task", {"task": "forecast"}, [], "task"),
+    ("task_not_a_name", {"task": [1, 2]}, [], "task"),
+    ("split_sums_past_one", {"data": {"split": {"valid": 0.6, "test": 0.5}}}, [], "split"),
+    ("dropout_above_one", {"model": {"dropout": 1.5}}, [], "'model.dropout'"),
+    ("unknown_model_kind", {"model": {"kind": "transformer9"}}, [], "'model.kind'"),
+    ("name_with_a_slash", {"name": "a/b"}, [], "slug"),
+    ("name_climbing_out", {"name": "../../x"}, [], "slug"),
+    ("zero_workers", {"scaling": {"num_workers": 0}}, [], "'scaling.num_workers'"),
+    ("negative_max_failures", {"scaling": {"max_failures": -1}}, [], "'scaling.max_failures'"),
+    ("tune_space_unknown_key", {"tune": {"num_samples": 2, "space": {"train.lrr": [0.1]}}}, [], "train.lrr"),
+    ("tune_zero_samples", {"tune": {"num_samples": 0}}, [], "'tune.num_samples'"),
+    ("filter_that_calls_code", {"task": "detect", "data": {"target": None, "normal_when": "__import__('os')"}}, [],
+     "normal_when"),
+    ("set_without_equals", {}, ["--set", "train.epochs"], "--set expects key=value"),
+    ("set_unknown_field", {}, ["--set", "train.epochz=3"], "epochz"),
+    ("set_wrong_type", {}, ["--set", "train.lr=fast"], "'train.lr'"),
+    ("knowledge_base_unopenable", {"knowledge": "/proc/no/such/dir/kb.db"}, [], "knowledge base"),
+]
+
+
+@pytest.mark.parametrize("case, fields, extra, needle", SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
+def test_a_bad_job_field_is_one_line(tmp_path, capsys, case, fields, extra, needle):
+    make_frame(50).to_parquet(tmp_path / "d.parquet")
+    fields = {**fields, "data": {"path": str(tmp_path / "d.parquet"), **fields.get("data", {})}}
+    job = write_job(tmp_path / "job.yaml", **{"knowledge": "off", **fields})
+    code, line, out = _run(tmp_path, capsys, job, extra)
+    _assert_clean_failure(tmp_path, code, line, out, needle)
