@@ -42,6 +42,8 @@ class ColumnStats:
     """Additive statistics of one column (over all rows, and over the training split)."""
 
     dtypes: set = field(default_factory=set)
+    #: the kinds of the blocks that hold a value of the column (a wholly missing block has no kind)
+    value_kinds: set = field(default_factory=set)
     n: int = 0
     nulls: int = 0
     numeric: int = 0          # values that are (or parse as) finite numbers
@@ -60,6 +62,7 @@ class ColumnStats:
 
     def merge(self, o: "ColumnStats") -> None:
         self.dtypes |= o.dtypes
+        self.value_kinds |= o.value_kinds
         if o.t_count:
             n = self.t_count + o.t_count
             delta = o.t_mean - self.t_mean
@@ -103,6 +106,8 @@ def _column_stats(s: pd.Series, is_train: np.ndarray, categorical_target: bool) 
     st.n = len(s)
     null = s.isna().to_numpy()
     st.nulls = int(null.sum())
+    if st.nulls < st.n:
+        st.value_kinds.add(kind)
     if kind in ("number", "bool"):
         v = s.to_numpy(dtype=np.float64, na_value=np.nan)
     elif kind == "string":
@@ -223,7 +228,12 @@ KEY_CAP = 10_000
 
 def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str]], valid: float, test: float, seed: int):
     def fn(df: pd.DataFrame) -> pd.DataFrame:
-        df = with_split_column(df, key_cols, valid, test, seed)
+        if key_cols and not set(key_cols) <= set(df.columns):  # check_profile names the missing column
+            from dlmine_ray.data.keys import ROW_KEY
+
+            df = df.drop(columns=[ROW_KEY], errors="ignore").assign(**{SPLIT_COL: np.int8(0)})
+        else:
+            df = with_split_column(df, key_cols, valid, test, seed)
         stats = block_stats(df, target, categorical_target)
         if key_cols and key_cols[0] in df.columns:
             keys = df[key_cols[0]].astype(str)
@@ -260,6 +270,21 @@ def profile_dataset(ds, target: str, categorical_target: bool, split_key: Option
             by_split[i].update(cnt)
     distinct = None if keys is None else [len(k) if len(k) < KEY_CAP else None for k in keys]
     return DataProfile(rows, order, columns, by_split if categorical_target else [], distinct_keys=distinct)
+
+
+def check_types(profile: DataProfile, columns: list[str], files: list[str], fmt: str,
+                na_values=()) -> None:
+    """DlmineError when one of ``columns`` holds values of one kind (number, text, ...) in some
+    blocks and another kind in others, naming a file of each kind (of ``files``, read as ``fmt``):
+    such a column cannot be one Arrow column (scoring concatenates it), nor one feature."""
+    from dlmine_ray.data.read import mixed_types
+
+    mixed = [c for c in columns if c in profile.columns and len(profile.columns[c].value_kinds) > 1]
+    if mixed:
+        kinds = " and ".join(sorted(profile.columns[mixed[0]].value_kinds))
+        raise DlmineError(mixed_types(files, fmt, mixed, na_values) or
+                          f"column '{mixed[0]}' holds {kinds} values in different parts of the data; give it one "
+                          "type everywhere")
 
 
 def check_profile(profile: DataProfile, spec, task, features: list[str]) -> list[str]:

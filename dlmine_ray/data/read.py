@@ -160,6 +160,68 @@ def _check_parquet(files: list[str]) -> None:
                               + "; set data.format to the files' format (csv, json) or auto")
 
 
+def kinds_by_file(files: Sequence[str], fmt: str, column: str, na_values: Sequence[str] = ()) -> dict[str, str]:
+    """For each kind of value ("number", "bool", "string", ...) that ``column`` has in some of
+    ``files``, the first file where it has that kind (files where the column is absent or wholly
+    missing are left out). Reads only the schemas of Parquet files; CSV and JSON files are opened
+    as a run reads them."""
+    import pyarrow.fs as pfs
+    import pyarrow.parquet as pq
+
+    from dlmine_ray.data.text_source import KeyedTextFiles
+
+    found: dict[str, str] = {}
+    for f in files:
+        kind = fmt if fmt != "auto" else _format_of(f)
+        if kind == "parquet":
+            fs, where = pfs.FileSystem.from_uri(f) if is_uri(f) else (None, f)
+            schema = pq.read_schema(where, filesystem=fs)
+        else:
+            schema = KeyedTextFiles([f], kind, False, [str(v) for v in na_values]).file_schema(f)
+        if column in schema.names:
+            k = arrow_kind(schema.field(column).type)
+            if k is not None:
+                found.setdefault(k, f)
+    return found
+
+
+#: the words for kinds of value in messages
+_KIND_WORDS = {"number": "numeric", "string": "text", "bool": "boolean"}
+
+
+def mixed_types(files: Sequence[str], fmt: str, columns: Sequence[str], na_values: Sequence[str] = ()) -> str | None:
+    """A one-line description of the first of ``columns`` whose type differs between ``files``
+    ("column 'x' is text in B but numeric in A"), or None when each has one type in every file."""
+    for c in columns:
+        with failing_as(f"column '{c}' has values of different types"):
+            where = kinds_by_file(files, fmt, c, na_values)
+        if len(where) > 1:
+            (k1, f1), (k2, f2) = list(where.items())[:2]
+            return (f"column '{c}' is {_KIND_WORDS.get(k2, k2)} in {f2} but {_KIND_WORDS.get(k1, k1)} in {f1}; "
+                    "give it one type in every file")
+    return None
+
+
+def arrow_kind(t) -> str | None:
+    """The kind of value an Arrow type holds, in the profile's words (``profile._dtype_kind``);
+    None for the null type (a column with no value)."""
+    import pyarrow as pa
+
+    if pa.types.is_null(t):
+        return None
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "datetime"
+    return str(t)
+
+
 def _check_reserved(ds) -> None:
     import pyarrow.parquet as pq
 

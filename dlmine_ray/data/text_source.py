@@ -42,20 +42,12 @@ class KeyedTextFiles(Datasource):
 
     def _read_file(self, path: str):
         import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.fs as pfs
 
-        fs, where = pfs.FileSystem.from_uri(path) if is_uri(path) else (pfs.LocalFileSystem(), path)
         offset = 0
         try:
-            with fs.open_input_stream(where) as stream:  # decompressed by the file's extension (.gz...)
+            with _open(path) as stream:
                 if self.fmt == "csv":
-                    conv = pcsv.ConvertOptions(null_values=self.na_values, strings_can_be_null=True)
-                    reader = pcsv.open_csv(stream, convert_options=conv,
-                                           read_options=pcsv.ReadOptions(block_size=16 << 20))
-                    twice = sorted({n for n in reader.schema.names if reader.schema.names.count(n) > 1})
-                    if twice:
-                        raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once")
+                    reader = self._csv_reader(stream)
                     parts = (pa.Table.from_batches([b]) for b in reader)
                 else:
                     parts = [_read_json(stream.read())]
@@ -69,17 +61,49 @@ class KeyedTextFiles(Datasource):
             what = "an empty file" if "Empty CSV file" in str(err) else " ".join(str(err).split())[:240]
             raise ValueError(f"cannot read {path} as {self.fmt.upper()}: {what}") from None
 
+    def _csv_reader(self, stream):
+        """A pyarrow streaming CSV reader over ``stream`` (column types inferred from its first
+        block); ValueError when the header names a column twice."""
+        import pyarrow.csv as pcsv
+
+        conv = pcsv.ConvertOptions(null_values=self.na_values, strings_can_be_null=True)
+        reader = pcsv.open_csv(stream, convert_options=conv, read_options=pcsv.ReadOptions(block_size=16 << 20))
+        twice = sorted({n for n in reader.schema.names if reader.schema.names.count(n) > 1})
+        if twice:
+            raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once")
+        return reader
+
+    def file_schema(self, path: str):
+        """The Arrow schema that reading ``path`` gives its rows (CSV: the types inferred from the
+        file's first block, as the read does)."""
+        with _open(path) as stream:
+            return self._csv_reader(stream).schema if self.fmt == "csv" else _read_json(stream.read()).schema
+
+
+def _open(path: str):
+    """An input stream over a local path or a pyarrow filesystem URI (decompressed by the file's
+    extension: .gz...)."""
+    import pyarrow.fs as pfs
+
+    fs, where = pfs.FileSystem.from_uri(path) if is_uri(path) else (pfs.LocalFileSystem(), path)
+    return fs.open_input_stream(where)
+
 
 def _read_json(data: bytes):
     """A table from newline-delimited JSON, or from one JSON array of records (as Ray's reader
-    accepts both)."""
+    accepts both); ValueError saying which of the two the text failed to be."""
     import io
 
     import pandas as pd
     import pyarrow as pa
     import pyarrow.json as pjson
 
+    if data.lstrip()[:1] == b"[":
+        try:
+            return pa.Table.from_pandas(pd.read_json(io.BytesIO(data), orient="records"), preserve_index=False)
+        except ValueError as err:
+            raise ValueError(f"not a JSON array of records: {err}") from None
     try:
         return pjson.read_json(io.BytesIO(data))
-    except pa.ArrowInvalid:
-        return pa.Table.from_pandas(pd.read_json(io.BytesIO(data), orient="records"), preserve_index=False)
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"not JSON lines (one JSON object per line): {err}") from None

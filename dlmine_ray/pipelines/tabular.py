@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dlmine_ray.data.preprocess import TabularPreprocessor
-from dlmine_ray.data.profile import SPLIT_COL, check_profile, profile_dataset, with_split_column
+from dlmine_ray.data.profile import SPLIT_COL, check_profile, check_types, profile_dataset, with_split_column
 from dlmine_ray.data.read import read_dataset
 from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.infer import save_model_dir, score_encoded
@@ -45,6 +45,7 @@ def run(ctx: RunContext) -> RunResult:
     # a labels column (never a feature) is profiled like a class target
     categorical = task.target_kind == "categorical" or (task.target_kind is None and truth is not None)
     profile = profile_dataset(ds, truth, categorical, d.split_key, d.split.valid, d.split.test, d.split.seed)
+    check_types(profile, [c for c in profile.order if c not in d.ignore], ds.input_files(), d.format, d.na_values)
     drop = {truth, *(d.ignore), *(c for c in (d.id, d.group) if c)}
     features = check_profile(profile, spec, task, [c for c in profile.order if c not in drop])
     if profile.dropped_constant:
