@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from dlmine_ray.data.preprocess import TabularPreprocessor
-from dlmine_ray.errors import DlmineError
+from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.tasks import get_task
 
 WEIGHTS, PREPROCESS, MODEL_META = "model.pt", "preprocess.json", "model.json"
@@ -44,12 +44,17 @@ class LoadedModel:
             if not (p / f).is_file():
                 raise DlmineError(f"{path} is not a dlmine model folder (missing {f})")
         self.meta = json.loads((p / MODEL_META).read_text())
-        self.prep = TabularPreprocessor.load(p / PREPROCESS)
+        with failing_as(f"{p / PREPROCESS} is not a saved preprocessing (was it edited?)"):
+            self.prep = TabularPreprocessor.load(p / PREPROCESS)
         # the run that saved the model passes its task object (a task registered only there too)
         self.task = task if task is not None else get_task(self.meta["task"])
         self.info = self.meta["info"]
         self.model = self.task.build_model(self.meta["n_features"], self.info, self.meta["model"])
-        self.model.load_state_dict(torch.load(p / WEIGHTS, map_location="cpu", weights_only=True))
+        try:
+            weights = torch.load(p / WEIGHTS, map_location="cpu", weights_only=True)
+        except Exception:  # torch's message ends in advice about weights_only, not the cause
+            raise DlmineError(f"{p / WEIGHTS} is not a saved model's weights (was it replaced or cut short?)") from None
+        self.model.load_state_dict(weights)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.threads = threads

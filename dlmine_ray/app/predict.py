@@ -7,12 +7,15 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from dlmine_ray.data.read import dataset_columns, read_dataset
+from dlmine_ray.data.read import dataset_columns, mixed_types, read_dataset
 from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.infer import check_columns, score_dataset
 from dlmine_ray.pipelines.write import write_parquet_batches
 from dlmine_ray.runtime.session import ray_session
 from dlmine_ray.tasks import get_task
+
+#: what a model folder's model.json must hold
+MODEL_KEYS = ("task", "model", "n_features", "info", "input_columns")
 
 
 def predict(model: str, data, output: str, address: Optional[str] = None, overwrite: bool = False,
@@ -29,8 +32,11 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
                           "pass the model/ folder inside a run's output")
     with failing_as(f"{Path(model, 'model.json')} is not a model description (was it edited?)"):
         meta = json.loads(Path(model, "model.json").read_text())
-        if not isinstance(meta, dict) or "task" not in meta or "input_columns" not in meta:
-            raise ValueError("it lacks the task or the input columns")
+        if not isinstance(meta, dict):
+            raise ValueError("it is not a JSON object")
+        lacks = [k for k in MODEL_KEYS if k not in meta]
+        if lacks:
+            raise ValueError(f"it lacks {', '.join(map(repr, lacks))}")
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # folders this call creates
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,4 +65,10 @@ def _score(model: str, meta: dict, data, out: Path, address, verbose: bool, fmt:
         # the task object travels with the batches: a task registered only in this process scores too
         scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size, task=task)
         with failing_as("scoring failed"):
-            return write_parquet_batches(out, scored.iter_batches(batch_format="pyarrow", batch_size=None))
+            try:
+                return write_parquet_batches(out, scored.iter_batches(batch_format="pyarrow", batch_size=None))
+            except Exception:  # an id or target column of two types cannot be one output column
+                mixed = mixed_types(ds.input_files(), fmt, keep, meta.get("na_values", []))
+                if mixed:
+                    raise DlmineError(mixed) from None
+                raise
