@@ -162,16 +162,16 @@ def _check_parquet(files: list[str]) -> None:
 
 def kinds_by_file(files: Sequence[str], fmt: str, column: str, na_values: Sequence[str] = ()) -> dict[str, str]:
     """For each kind of value ("number", "bool", "string", ...) that ``column`` has in some of
-    ``files``, the first file where it has that kind (files where the column is absent or wholly
-    missing are left out). Reads only the schemas of Parquet files; CSV and JSON files are opened
-    as a run reads them."""
+    ``files``, the first file (in name order) where it has that kind (files where the column is
+    absent or wholly missing are left out). Reads only the schemas of Parquet files; CSV and JSON
+    files are opened as a run reads them."""
     import pyarrow.fs as pfs
     import pyarrow.parquet as pq
 
     from dlmine_ray.data.text_source import KeyedTextFiles
 
     found: dict[str, str] = {}
-    for f in files:
+    for f in sorted(files):
         kind = fmt if fmt != "auto" else _format_of(f)
         if kind == "parquet":
             fs, where = pfs.FileSystem.from_uri(f) if is_uri(f) else (None, f)
