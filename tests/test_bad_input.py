@@ -209,8 +209,8 @@ CASES = [
     Case("output_not_empty", _unrelated_output, 2, "not empty", **NO_RAY),
     Case("address_refuses", _address("127.0.0.1:1"), 2, "cannot reach a Ray cluster at 127.0.0.1:1: connection refused",
          ray=False, fresh=True),
-    Case("address_ray_client_refuses", _address("ray://127.0.0.1:1"), 2, "cannot reach a Ray cluster at ray://127.0.0.1:1",
-         ray=False, fresh=True),
+    Case("address_ray_client_refuses", _address("ray://127.0.0.1:1"), 2,
+         "cannot reach a Ray cluster at ray://127.0.0.1:1", ray=False, fresh=True),
     Case("address_not_host_port", _address("nonsense"), 2, "cluster address 'nonsense' is not HOST:PORT",
          ray=False, fresh=True),
 
@@ -243,15 +243,16 @@ CASES = [
     # the columns
     Case("missing_target", lambda w: w.run(data={"target": "lable"}), 2, "target column 'lable' not found"),
     Case("missing_id_column", lambda w: w.run(data={"id": "zzz"}), 2, "column 'zzz' (named in data.id"),
-    Case("missing_group_column", lambda w: w.run(data={"group": "zzz"}), 2, "column 'zzz' (named in data.id/data.group"),
+    Case("missing_group_column", lambda w: w.run(data={"group": "zzz"}), 2,
+         "column 'zzz' (named in data.id/data.group"),
     Case("missing_ignored_column", lambda w: w.run(data={"ignore": ["zzz"]}), 2, "column 'zzz' (named in"),
     Case("target_with_one_class", lambda w: w.run(data={"path": w.parquet(_frame(100, label="yes"))}), 2,
          "only one class"),
     Case("nan_in_target", lambda w: w.run(task="regress", data={"path": w.parquet(_set(_frame(200, "regress"), 5,
                                                                                      "target", np.nan)),
                                                                "target": "target"}), 2, "1 missing"),
-    Case("target_all_nan", lambda w: w.run(task="regress", data={"path": w.parquet(_frame(100, "regress", target=np.nan)),
-                                                                "target": "target"}), 2,
+    Case("target_all_nan", lambda w: w.run(task="regress", data={
+        "path": w.parquet(_frame(100, "regress", target=np.nan)), "target": "target"}), 2,
          "target column 'target' has 100 missing"),
     Case("infinite_target", lambda w: w.run(task="regress", data={"path": w.parquet(_set(_frame(200, "regress"), 5,
                                                                                        "target", np.inf)),
@@ -262,6 +263,11 @@ CASES = [
     Case("text_in_numeric_column", lambda w: w.run(data={"path": w.parquet(_set(
         _frame(200, a=lambda d: d["a"].map(lambda v: f"{v:.4f}")), 17, "a", "abc"))}), 2,
          "column 'a' is numeric but holds non-numeric value 'abc'"),
+    Case("split_column_name_taken", lambda w: w.run(data={"path": w.parquet(_frame(100, __split=1))}), 2,
+         "column '__split' is reserved"),
+    Case("row_key_name_taken_in_csv", lambda w: w.run(data={"path": w.file("d.csv", "\n".join(
+        r + (",row_hash" if i == 0 else ",1") for i, r in enumerate(_csv_rows())) + "\n"), "id": None}), 2,
+         "d.csv as CSV: column 'row_hash' is reserved"),
     Case("all_infinite_feature", lambda w: w.run(data={"path": w.parquet(_frame(100, a=np.inf))}), 2,
          "column 'a' has 100 infinite values"),
     Case("id_number_in_one_file_text_in_another", lambda w: _shards(w, "row_id", lambda s: s.map(lambda v: f"r{v}")), 2,

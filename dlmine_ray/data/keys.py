@@ -11,6 +11,8 @@ def is_uri(p: str) -> bool:
 
 #: the synthetic column of a run's read: a hash of the row's file and its position in that file
 ROW_KEY = "row_hash"
+#: the one line that refuses data with a column of that name
+ROW_KEY_TAKEN = f"column '{ROW_KEY}' is reserved (a run adds it to key each row's split); rename it in the data"
 #: CSV fields read as missing, as pandas reads them (pyarrow's defaults lack '' for text columns)
 CSV_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
           "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]

@@ -228,6 +228,7 @@ KEY_CAP = 10_000
 
 def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str]], valid: float, test: float, seed: int):
     def fn(df: pd.DataFrame) -> pd.DataFrame:
+        reserved = SPLIT_COL in df.columns  # the split column would overwrite it
         if key_cols and not set(key_cols) <= set(df.columns):  # check_profile names the missing column
             from dlmine_ray.data.keys import ROW_KEY
 
@@ -238,6 +239,7 @@ def _stats_fn(target: str, categorical_target: bool, key_cols: Optional[list[str
         if key_cols and key_cols[0] in df.columns:
             keys = df[key_cols[0]].astype(str)
             stats["keys_by_split"] = [set(keys[df[SPLIT_COL] == i].unique()[:KEY_CAP]) for i in range(3)]
+        stats["reserved"] = reserved
         return pd.DataFrame({"stats": [pickle.dumps(stats)]})
     return fn
 
@@ -255,6 +257,9 @@ def profile_dataset(ds, target: str, categorical_target: bool, split_key: Option
     keys: Optional[list[set]] = None
     for part in parts:
         b = pickle.loads(part["stats"])
+        if b.get("reserved"):
+            raise DlmineError(f"column '{SPLIT_COL}' is reserved (a run adds it to mark each row's split); "
+                              "rename it in the data")
         if "keys_by_split" in b:
             keys = [set() for _ in range(3)] if keys is None else keys
             for mine, theirs in zip(keys, b["keys_by_split"]):

@@ -10,7 +10,7 @@ from typing import Sequence, Union
 
 import pandas as pd
 
-from dlmine_ray.data.keys import ROW_KEY, is_uri, row_keys_array
+from dlmine_ray.data.keys import ROW_KEY, ROW_KEY_TAKEN, is_uri, row_keys_array
 from dlmine_ray.errors import DlmineError, failing_as
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
@@ -227,8 +227,7 @@ def _check_reserved(ds) -> None:
 
     first = ds.input_files()[:1]
     if first and not is_uri(first[0]) and ROW_KEY in pq.read_schema(first[0]).names:
-        raise DlmineError(f"column '{ROW_KEY}' is reserved (a run adds it to key each row's split); "
-                          "rename it in the data")
+        raise DlmineError(ROW_KEY_TAKEN)
 
 
 def _with_missing_markers(ds, na_values: list[str]):

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ray.data import Datasource
 
-from dlmine_ray.data.keys import CSV_NA, ROW_KEY, is_uri, row_keys_array
+from dlmine_ray.data.keys import CSV_NA, ROW_KEY, ROW_KEY_TAKEN, is_uri, row_keys_array
 
 
 class KeyedTextFiles(Datasource):
@@ -52,6 +52,8 @@ class KeyedTextFiles(Datasource):
                 else:
                     parts = [_read_json(stream.read())]
                 for table in parts:
+                    if self.row_key and ROW_KEY in table.column_names:
+                        raise ValueError(ROW_KEY_TAKEN)
                     if self.row_key:
                         table = table.append_column(ROW_KEY, row_keys_array(path, offset, table.num_rows))
                     offset += table.num_rows
