@@ -277,17 +277,17 @@ def profile_dataset(ds, target: str, categorical_target: bool, split_key: Option
     return DataProfile(rows, order, columns, by_split if categorical_target else [], distinct_keys=distinct)
 
 
-def check_types(profile: DataProfile, columns: list[str], files: list[str], fmt: str,
-                na_values=()) -> None:
+def check_types(profile: DataProfile, columns: list[str], ds, fmt: str, na_values=()) -> None:
     """DlmineError when one of ``columns`` holds values of one kind (number, text, ...) in some
-    blocks and another kind in others, naming a file of each kind (of ``files``, read as ``fmt``):
-    such a column cannot be one Arrow column (scoring concatenates it), nor one feature."""
+    blocks and another kind in others, naming a file of each kind (of the Ray Dataset ``ds``'s
+    input files, read as ``fmt``): such a column cannot be one Arrow column (scoring concatenates
+    it), nor one feature."""
     from dlmine_ray.data.read import mixed_types
 
     mixed = [c for c in columns if c in profile.columns and len(profile.columns[c].value_kinds) > 1]
     if mixed:
         kinds = " and ".join(sorted(profile.columns[mixed[0]].value_kinds))
-        raise DlmineError(mixed_types(files, fmt, mixed, na_values) or
+        raise DlmineError(mixed_types(ds.input_files(), fmt, mixed, na_values) or
                           f"column '{mixed[0]}' holds {kinds} values in different parts of the data; give it one "
                           "type everywhere")
 

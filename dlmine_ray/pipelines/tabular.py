@@ -45,7 +45,7 @@ def run(ctx: RunContext) -> RunResult:
     # a labels column (never a feature) is profiled like a class target
     categorical = task.target_kind == "categorical" or (task.target_kind is None and truth is not None)
     profile = profile_dataset(ds, truth, categorical, d.split_key, d.split.valid, d.split.test, d.split.seed)
-    check_types(profile, [c for c in profile.order if c not in d.ignore], ds.input_files(), d.format, d.na_values)
+    check_types(profile, [c for c in profile.order if c not in d.ignore], ds, d.format, d.na_values)
     drop = {truth, *(d.ignore), *(c for c in (d.id, d.group) if c)}
     features = check_profile(profile, spec, task, [c for c in profile.order if c not in drop])
     if profile.dropped_constant:
