@@ -102,12 +102,9 @@ def _score_encoded_batch(batch: dict, path: str, keep: tuple, threads: int, use_
     return _loaded(path, threads, use_gpu, task).predict_encoded(batch, keep)
 
 
-def check_columns(schema_names: list[str], model_path: str) -> dict:
-    """Raise DlmineError if the data lacks a column the model needs; return the model's meta."""
-    meta_file = Path(model_path) / MODEL_META
-    if not meta_file.is_file():
-        raise DlmineError(f"{model_path} is not a dlmine model folder (missing {MODEL_META})")
-    meta = json.loads(meta_file.read_text())
+def check_columns(schema_names: list[str], meta: dict) -> dict:
+    """Raise DlmineError if the data lacks a column the model (its ``model.json``, read) needs;
+    return the meta."""
     missing = [c for c in meta["input_columns"] if c not in schema_names]
     if missing:
         raise DlmineError(f"data lacks column(s) the model needs: {', '.join(missing[:10])}")

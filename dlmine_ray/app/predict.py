@@ -60,7 +60,7 @@ def _score(model: str, meta: dict, data, out: Path, address, verbose: bool, fmt:
         # the missing-value markers the model was fitted with
         ds = read_dataset(data, fmt, na_values=meta.get("na_values", []))
         names, _ = dataset_columns(ds)
-        meta = check_columns(names, model)
+        check_columns(names, meta)
         keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)
         # the task object travels with the batches: a task registered only in this process scores too
         scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size, task=task)

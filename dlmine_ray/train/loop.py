@@ -182,7 +182,12 @@ class TrainEnv(LoopEnv):
             return None
         with ckpt.as_directory() as d:
             path = os.path.join(d, RESUME_STATE)
-            return torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else None
+            if not os.path.exists(path):
+                return None
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            # the best weights are the checkpoint's kept model: stored once
+            state["best_state"] = torch.load(os.path.join(d, MODEL_STATE), map_location="cpu", weights_only=True)
+            return state
 
 
 class TuneEnv(LoopEnv):
@@ -333,14 +338,14 @@ def run_loop(config: dict, env: LoopEnv) -> None:
             progress.put.remote({"kind": "epoch", "trial": config.get("trial"), "epochs": tr["epochs"],
                                  "stop": stop, **metrics})
         ckpt_dir = None
-        if improved:
-            config["_best_state"] = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
         if env.rank == 0 and (improved or stop or env.checkpoint_every_epoch):
+            if improved:  # only the rank that writes checkpoints keeps the best weights
+                config["_best_state"] = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
             resume_now = None
-            if env.checkpoint_every_epoch:
+            if env.checkpoint_every_epoch:  # the best weights travel as the checkpoint's MODEL_STATE
                 resume_now = {"model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
                               "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best": best,
-                              "best_value": best_value, "stale": stale, "best_state": config["_best_state"]}
+                              "best_value": best_value, "stale": stale}
             ckpt_dir = _write_checkpoint(config["_best_state"], history, best, resume_now)
         report = dict(metrics)
         report.update({f"best_{k}": v for k, v in best.items() if k.startswith("val_")})
