@@ -238,16 +238,18 @@ def test_warm_start_tries_the_past_best_settings_first(tmp_path, ray_local, caps
     assert len(kb.trials("classify", [seen["fingerprint"]])) == 2 + 4
 
 
-def test_tune_without_space_regress_and_time_budget(tmp_path, ray_local):
+def test_tune_without_space_regress_and_time_budget(tmp_path, ray_local, capsys):
     df = make_frame(200, kind="regress")
     df.to_parquet(tmp_path / "reg.parquet", index=False)
     job = write_job(tmp_path / "job.yaml", task="regress",
                     data={"path": str(tmp_path / "reg.parquet"), "target": "target"},
-                    tune={"num_samples": 200, "time_budget_s": 30, "scheduler": "fifo"},
+                    tune={"num_samples": 100_000, "time_budget_s": 15, "scheduler": "fifo"},
                     train={"epochs": 1, "batch_size": 64})
     assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
     board = pd.read_parquet(tmp_path / "out" / "leaderboard.parquet")
-    assert 1 <= len(board) < 200  # stopped on time, not on num_samples
+    # a trial takes 0.1-1 s here: 100,000 of them cannot end in 15 s, so only the budget stops it
+    assert 1 <= len(board) < 100_000
+    assert "trials never started: tune.time_budget_s (15s) ended the search" in capsys.readouterr().err
     assert "model.kind" in board.columns
     assert yaml.safe_load((tmp_path / "out" / "job.yaml").read_text())["tune"] is None
 

@@ -44,8 +44,9 @@ def test_row_split_ignores_values_and_spreads_copies(tmp_path, ray_local, fmt):
     # copies of one (features, label) row are split like any other rows, not sent together
     feats = ["x0", "x1", "x2", "cat", "label"]
     first = a.groupby(feats)[SPLIT_COL].transform("first")
-    # a copy lands in another split than the pair's first copy with probability 1 - sum(p^2) = 0.465
-    assert (a[SPLIT_COL] != first).mean() > 0.35
+    # a copy after the pair's first lands in another split with probability 1 - sum(p^2) = 0.465;
+    # over all rows (firsts included) that is 0.371, sd 0.009 over seeds and paths; sent together: 0
+    assert (a[SPLIT_COL] != first).mean() > 0.30
     # the same file re-written with every label flipped: no row changes split
     write(flipped)
     b = _splits(path)
