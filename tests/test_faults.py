@@ -121,3 +121,31 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
     assert not (tmp_path / "out" / ".scratch").exists() and not (tmp_path / "out" / ".dlmine-owner.json").exists()
+
+
+def test_a_finished_trainer_run_restored_by_name_trains_no_more(tmp_path, ray_local):
+    """A resumed run restores each TorchTrainer run of the interrupted one by name, also one that had
+    finished (an earlier stage): it gives back that run's result and trains no more epochs, also when
+    it had stopped early."""
+    import numpy as np
+    import ray
+
+    from dlmine_ray.app.jobfile import coerce_spec
+    from dlmine_ray.train.trainer import fit_with_ray_train
+
+    rng = np.random.default_rng(0)
+    rows = [{"features": rng.normal(size=4).astype(np.float32), "target": int(rng.integers(0, 2))}
+            for _ in range(200)]  # labels that are noise: validation stops improving at once
+    sets = {"train": ray.data.from_items(rows[:150]).materialize(), "valid": ray.data.from_items(rows[150:]).materialize()}
+    spec = coerce_spec({"name": "restored", "task": "classify", "data": {"path": "x", "target": "label"},
+                        "model": {"hidden": [64]}, "train": {"epochs": 60, "batch_size": 16, "lr": 0.05,
+                                                              "early_stopping": 2},
+                        "scaling": {"trainer": "ray_train", "cpus_per_worker": 1}, "knowledge": "off"})
+    layout = {"n_features": 4, "info": {"classes": [0, 1]}, "has_valid": True}
+    first = fit_with_ray_train(spec, sets, layout, str(tmp_path / "storage"), keep_in=str(tmp_path / "a"),
+                               run_name="stage")
+    assert len(first.history) < 60  # it stopped early
+    again = fit_with_ray_train(spec, sets, layout, str(tmp_path / "storage"), keep_in=str(tmp_path / "b"),
+                               run_name="stage")
+    assert [h["epoch"] for h in again.history] == [h["epoch"] for h in first.history]
+    assert again.best == first.best

@@ -283,6 +283,9 @@ def run_loop(config: dict, env: LoopEnv) -> None:
         history, best, best_value, stale = resume["history"], resume["best"], resume["best_value"], resume["stale"]
         config["_best_state"] = resume["best_state"]
         first = resume["epoch"] + 1
+        if resume.get("stopped"):  # it had finished (the last epoch, or stopped early): no more epochs
+            _report_finished(env, config["_best_state"], history, best, resume)
+            return
     started = time.perf_counter()
     for epoch in range(first, tr["epochs"] + 1):
         t0 = time.perf_counter()
@@ -345,18 +348,32 @@ def run_loop(config: dict, env: LoopEnv) -> None:
             if env.checkpoint_every_epoch:  # the best weights travel as the checkpoint's MODEL_STATE
                 resume_now = {"model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
                               "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best": best,
-                              "best_value": best_value, "stale": stale}
+                              "best_value": best_value, "stale": stale, "stopped": stop}
             ckpt_dir = _write_checkpoint(config["_best_state"], history, best, resume_now)
-        report = dict(metrics)
-        report.update({f"best_{k}": v for k, v in best.items() if k.startswith("val_")})
-        report["done"] = stop
-        try:
-            env.report(report, ckpt_dir)
-        finally:
-            if ckpt_dir:
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
+        _report(env, metrics, best, stop, ckpt_dir)
         if stop:
             break
+
+
+def _report(env: LoopEnv, metrics: dict, best: dict, stop: bool, ckpt_dir: Optional[str]) -> None:
+    """Report an epoch's metrics (with the best epoch's validation metrics as ``best_*``) and the
+    checkpoint folder, which is removed after."""
+    report = dict(metrics)
+    report.update({f"best_{k}": v for k, v in best.items() if k.startswith("val_")})
+    report["done"] = stop
+    try:
+        env.report(report, ckpt_dir)
+    finally:
+        if ckpt_dir:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _report_finished(env: LoopEnv, best_state: dict, history: list, best: dict, resume: dict) -> None:
+    """A restored run that had already finished (a finished stage of a resumed run): report its
+    last epoch again with its final checkpoint, so that the trainer's result is that checkpoint."""
+    resume = {k: v for k, v in resume.items() if k != "best_state"}  # held once, as MODEL_STATE
+    ckpt_dir = _write_checkpoint(best_state, history, best, resume) if env.rank == 0 else None
+    _report(env, history[-1], best, True, ckpt_dir)
 
 
 def _epoch_stats(task, model, batches: ShardBatches, epoch: int, stage: str, info: dict, env: LoopEnv,
