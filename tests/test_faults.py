@@ -14,6 +14,7 @@ import psutil
 
 from conftest import make_frame, write_job
 from dlmine_ray.app.run import run_job
+from dlmine_ray.pipelines.write import OWNER, RunFolder
 
 EPOCHS = 25
 
@@ -72,20 +73,67 @@ def test_a_killed_train_worker_is_replaced_and_training_resumes(tmp_path, ray_lo
     assert interrupted["accuracy"] > 0.8
 
 
-def test_a_dead_runs_staging_folder_is_removed_and_a_live_ones_is_kept(tmp_path):
-    from dlmine_ray.pipelines.write import OWNER, RunFolder
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
 
-    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_pid.wait()
-    for tag, pid in (("dead", dead_pid.pid), ("live", os.getpid())):
-        d = tmp_path / f".out.tmp-{tag}"
-        (d / ".scratch").mkdir(parents=True)
-        (d / OWNER).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "job": "j"}))
+
+def _stage(parent, tag: str, pid: int, job: str = "j", run: str = "") -> None:
+    """A staging folder of output ``out`` as a run of process ``pid`` leaves it."""
+    d = parent / f".out.tmp-{tag}"
+    (d / ".scratch").mkdir(parents=True)
+    (d / OWNER).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "job": job, "run": run}))
+
+
+def test_a_fresh_run_removes_dead_runs_staging_folders_and_never_a_live_ones(tmp_path, ray_local):
+    make_frame(300).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", data={"path": str(tmp_path / "rows.parquet")}, knowledge="off")
+    _stage(tmp_path, "dead", _dead_pid())
+    _stage(tmp_path, "live", os.getpid())
     (tmp_path / ".out.tmp-unmarked").mkdir()  # an older version's, or one being created: not ours to judge
+    run_job(job, tmp_path / "out", quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [".out.tmp-live",
+                                                                                       ".out.tmp-unmarked"]
+    assert not (tmp_path / "out" / OWNER).exists() and not (tmp_path / "out" / ".scratch").exists()
+
+
+def test_resuming_takes_over_the_newest_dead_run_of_the_same_job_and_its_run_id(tmp_path):
+    _stage(tmp_path, "other-job", _dead_pid(), job="k", run="r-other")
+    _stage(tmp_path, "same-job", _dead_pid(), job="j", run="r-same")
+    _stage(tmp_path, "live", os.getpid(), job="j", run="r-live")
     folder = RunFolder(str(tmp_path / "out"))
-    assert [d.name for d in folder.dead_stages()] == [".out.tmp-dead"]
-    assert folder.remove_dead() == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-live", ".out.tmp-unmarked"]
+    folder.open("j", resume=True)
+    assert folder.resumed and folder.run_id == "r-same" and (folder.stage / ".scratch").is_dir()
+    assert json.loads((folder.stage / OWNER).read_text())["pid"] == os.getpid()
+    assert [d.name for d in folder.dead_stages()] == [".out.tmp-other-job"]
+    fresh = RunFolder(str(tmp_path / "out"))
+    fresh.open("j", resume=False)
+    assert not fresh.resumed and fresh.run_id not in ("r-same", "r-other", "r-live")
+
+
+def _wait_for_session_to_end(sid: int) -> None:
+    """Wait until the processes of session ``sid`` (a killed driver's local Ray: raylet, GCS, workers)
+    are gone, but for Ray's dashboard and runtime-env agents, which linger a minute or two and touch no
+    run folder; any still there after a minute are killed: only the test's own run started them."""
+    deadline = time.monotonic() + 60
+    while True:
+        left = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == sid and not p.name().endswith("Agent"):
+                    left.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            for p in left:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+        time.sleep(0.5)
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
@@ -105,10 +153,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)  # the driver, killed outright: no cleanup runs
             break
     proc.wait(timeout=60)
-    time.sleep(3)  # its local Ray notices the driver is gone and stops
+    _wait_for_session_to_end(proc.pid)  # its local Ray (the same session) goes with it
     assert not (tmp_path / "out").exists()
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
     assert len(left) == 1, "".join(lines)
+    assert (left[0] / ".scratch" / "model-fit").is_dir()  # the trainer's checkpoints, kept for --resume
+    _stage(tmp_path, "live", os.getpid())  # a live run's: never touched
+    _stage(tmp_path, "other-job", _dead_pid(), job="k")  # a dead run of another job: removed
 
     again = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     log = again.stdout + again.stderr
@@ -119,7 +170,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert trained and trained[0] > 1, log  # it went on, it did not start over
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")] == [".out.tmp-live"]
     assert not (tmp_path / "out" / ".scratch").exists() and not (tmp_path / "out" / ".dlmine-owner.json").exists()
 
 

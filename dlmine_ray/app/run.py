@@ -37,14 +37,13 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
     folder = RunFolder(str(output), overwrite)
     kb = KnowledgeBase.open(spec.knowledge)
     digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    if not resume:
-        gone = folder.remove_dead()
-        if gone:
-            rep.info(f"removed {gone} staging folder(s) of interrupted runs of {folder.final}")
     folder.open(digest, resume)
     if resume:
         rep.info(f"resuming the interrupted run of this job into {folder.final}" if folder.resumed else
                  f"nothing to resume: no interrupted run of this job wrote to {folder.final}; starting afresh")
+    gone = folder.remove_dead()  # the other dead runs' (the one resumed is this run's now)
+    if gone:
+        rep.info(f"removed {gone} staging folder(s) of interrupted runs of {folder.final}")
     scratch = str(folder.scratch)
     os.makedirs(scratch, exist_ok=True)
     ctx = None

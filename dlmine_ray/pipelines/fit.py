@@ -129,12 +129,13 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
         rep.stage("training", f"{step}{where}, up to {tr['epochs']} epochs")
         with failing_as("training failed", RuntimeError):
             if big:
-                # in the run's own storage (its staging folder) the trainer's name is fixed, so that
-                # `--resume` finds an interrupted run's checkpoints; in a user's shared storage it is unique
-                own = ctx.storage == ctx.scratch
+                # a name fixed for the run, so that a `--resume`d run finds the interrupted one's checkpoints:
+                # in its own storage (the staging folder) the stage's; in a user's shared storage also the
+                # run's id (unique to a run, kept by the run that resumes it)
+                run_name = f"{name}-{stage}" if ctx.storage == ctx.scratch else \
+                    f"{spec.name}-{ctx.folder.run_id}-{name}-{stage}"
                 out = fit_with_ray_train(spec, stage_sets, layout, ctx.storage, board, ctx.cpus,
-                                         os.path.join(keep_in, stage),
-                                         run_name=f"{name}-{stage}" if own else None)
+                                         os.path.join(keep_in, stage), run_name=run_name)
             else:
                 out = fit_in_task(spec, stage_sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
         return out, spec.model.model_dump()

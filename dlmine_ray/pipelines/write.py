@@ -23,8 +23,8 @@ from dlmine_ray.errors import DlmineError
 RUN_MARKERS = ("metrics.json", "model", "report.html", "predictions.parquet")
 
 
-#: inside a staging folder: who writes it ({"pid", "host", "job"}), so that a later run can tell a
-#: dead run's leftovers (removed, or resumed with --resume) from a live run's (never touched)
+#: inside a staging folder: who writes it ({"pid", "host", "job", "run"}), so that a later run can
+#: tell a dead run's leftovers (removed, or resumed with --resume) from a live run's (never touched)
 OWNER = ".dlmine-owner.json"
 #: inside a staging folder: the run's scratch (Ray Train/Tune storage, kept checkpoints); removed
 #: before the folder is published
@@ -48,7 +48,8 @@ class RunFolder:
         self.final = Path(final).expanduser().absolute()
         self.overwrite = overwrite
         self.check()
-        self.stage = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.run_id = uuid.uuid4().hex[:8]
+        self.stage = self.final.parent / f".{self.final.name}.tmp-{self.run_id}"
         self.resumed = False
 
     def dead_stages(self, job: Optional[str] = None) -> list[Path]:
@@ -88,15 +89,18 @@ class RunFolder:
     def open(self, job: str = "", resume: bool = False) -> Path:
         """Create the staging folder, marked with this process and the job's digest ``job``. With
         ``resume``, take over the newest dead run's staging folder of the same job instead (its
-        checkpoints are in its scratch), if there is one (``self.resumed`` says)."""
+        checkpoints are in its scratch), if there is one (``self.resumed`` says); it keeps that run's
+        ``run_id``, which names its Ray Train runs in a storage outside the folder."""
         self.final.parent.mkdir(parents=True, exist_ok=True)
         dead = self.dead_stages(job) if resume else []
         if dead:
+            self.run_id = json.loads((dead[0] / OWNER).read_text()).get("run") or self.run_id
             os.rename(dead[0], self.stage)
             self.resumed = True
         else:
             self.stage.mkdir(parents=True)
-        (self.stage / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": job}))
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "job": job, "run": self.run_id}
+        (self.stage / OWNER).write_text(json.dumps(owner))
         return self.stage
 
     @property
