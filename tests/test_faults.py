@@ -98,6 +98,20 @@ def test_a_fresh_run_removes_dead_runs_staging_folders_and_never_a_live_ones(tmp
     assert not (tmp_path / "out" / OWNER).exists() and not (tmp_path / "out" / ".scratch").exists()
 
 
+def test_resuming_a_small_job_trained_in_a_task_says_its_training_starts_again(tmp_path, ray_local, capsys):
+    from dlmine_ray.app.jobfile import load_job
+    from dlmine_ray.app.run import job_digest
+
+    make_frame(300).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", data={"path": str(tmp_path / "rows.parquet")}, knowledge="off")
+    _stage(tmp_path, "dead", _dead_pid(), job=job_digest(load_job(job)))
+    run_job(job, tmp_path / "out", resume=True)
+    err = capsys.readouterr().err
+    assert "resuming the interrupted run" in err and "its training starts again" in err, err
+    assert (tmp_path / "out" / "metrics.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+
+
 def test_resuming_takes_over_the_newest_dead_run_of_the_same_job_and_its_run_id(tmp_path):
     _stage(tmp_path, "other-job", _dead_pid(), job="k", run="r-other")
     _stage(tmp_path, "same-job", _dead_pid(), job="j", run="r-same")

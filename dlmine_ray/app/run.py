@@ -36,8 +36,7 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
     rep = Reporter(quiet=quiet, verbose=verbose)
     folder = RunFolder(str(output), overwrite)
     kb = KnowledgeBase.open(spec.knowledge)
-    digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder.open(digest, resume)
+    folder.open(job_digest(spec), resume)
     if resume:
         rep.info(f"resuming the interrupted run of this job into {folder.final}" if folder.resumed else
                  f"nothing to resume: no interrupted run of this job wrote to {folder.final}; starting afresh")
@@ -65,6 +64,11 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def job_digest(spec: JobSpec) -> str:
+    """The job's digest, which marks its staging folder: ``--resume`` takes over only a run of the same job."""
+    return hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _record(ctx: RunContext, rep: Reporter, result: Optional[RunResult] = None,

@@ -115,6 +115,9 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
     keep_in = os.path.join(ctx.scratch, name)
     fit_ref = task.fit_reference(samples, spec) if task.fit_metrics else None
+    if ctx.folder.resumed and trainer == "task":
+        rep.info("a small job trains in one Ray task, which keeps no checkpoint: its training starts again "
+                 "(TorchTrainer training resumes; scaling.trainer: ray_train asks for one)")
     board = make_board()
     t0 = time.perf_counter()
     run_spec, tuned, notes = spec, None, []
