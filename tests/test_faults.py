@@ -26,6 +26,17 @@ def _job(tmp_path):
                      scaling={"num_workers": 2, "cpus_per_worker": 1}, knowledge="off")
 
 
+def _local_env() -> dict:
+    """The environment of a `dlmine run` subprocess that starts its own local Ray."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _dlmine_run(job: str, out) -> list:
+    return [sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(out)]
+
+
 def _train_workers(pid: int) -> list:
     try:
         tree = psutil.Process(pid).children(recursive=True)
@@ -43,10 +54,8 @@ def _train_workers(pid: int) -> list:
 
 def test_a_killed_train_worker_is_replaced_and_training_resumes(tmp_path, ray_local):
     job = _job(tmp_path)
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(tmp_path / "killed")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(_dlmine_run(job, tmp_path / "killed"), env=_local_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines, killed = [], None
     try:
         for line in proc.stdout:
@@ -155,9 +164,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     job = write_job(tmp_path / "job.yaml", name="resumable", data={"path": str(tmp_path / "rows.parquet")},
                     train={"epochs": EPOCHS, "batch_size": 32, "early_stopping": 0},
                     scaling={"trainer": "ray_train", "cpus_per_worker": 1}, knowledge="off")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(tmp_path / "out")]
+    env, cmd = _local_env(), _dlmine_run(job, tmp_path / "out")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines = []
@@ -201,7 +208,8 @@ def test_a_finished_trainer_run_restored_by_name_trains_no_more(tmp_path, ray_lo
     rng = np.random.default_rng(0)
     rows = [{"features": rng.normal(size=4).astype(np.float32), "target": int(rng.integers(0, 2))}
             for _ in range(200)]  # labels that are noise: validation stops improving at once
-    sets = {"train": ray.data.from_items(rows[:150]).materialize(), "valid": ray.data.from_items(rows[150:]).materialize()}
+    sets = {"train": ray.data.from_items(rows[:150]).materialize(),
+            "valid": ray.data.from_items(rows[150:]).materialize()}
     spec = coerce_spec({"name": "restored", "task": "classify", "data": {"path": "x", "target": "label"},
                         "model": {"hidden": [64]}, "train": {"epochs": 60, "batch_size": 16, "lr": 0.05,
                                                               "early_stopping": 2},
