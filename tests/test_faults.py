@@ -124,10 +124,15 @@ def test_resuming_a_small_job_trained_in_a_task_says_its_training_starts_again(t
 def test_resuming_takes_over_the_newest_dead_run_of_the_same_job_and_its_run_id(tmp_path):
     _stage(tmp_path, "other-job", _dead_pid(), job="k", run="r-other")
     _stage(tmp_path, "same-job", _dead_pid(), job="j", run="r-same")
+    (tmp_path / ".out.tmp-same-job" / "model").mkdir()  # outputs it had begun to write
+    (tmp_path / ".out.tmp-same-job" / "metrics.json").write_text("{")
+    (tmp_path / ".out.tmp-same-job" / ".scratch" / "ckpt").write_text("kept")
     _stage(tmp_path, "live", os.getpid(), job="j", run="r-live")
     folder = RunFolder(str(tmp_path / "out"))
     folder.open("j", resume=True)
     assert folder.resumed and folder.run_id == "r-same" and (folder.stage / ".scratch").is_dir()
+    assert sorted(p.name for p in folder.stage.iterdir()) == [".dlmine-owner.json", ".scratch"]
+    assert (folder.stage / ".scratch" / "ckpt").read_text() == "kept"
     assert json.loads((folder.stage / OWNER).read_text())["pid"] == os.getpid()
     assert [d.name for d in folder.dead_stages()] == [".out.tmp-other-job"]
     fresh = RunFolder(str(tmp_path / "out"))
@@ -222,3 +227,45 @@ def test_a_finished_trainer_run_restored_by_name_trains_no_more(tmp_path, ray_lo
                                run_name="stage")
     assert [h["epoch"] for h in again.history] == [h["epoch"] for h in first.history]
     assert again.best == first.best
+
+
+def test_a_killed_tuned_run_resumes_its_tune_experiment(tmp_path):
+    """--resume of a tuned run restores its Tune experiment: the trials that had ended are kept
+    (not run again), the others run, and the leaderboard holds every trial once."""
+    import pandas as pd
+
+    make_frame(3000).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", name="tunedresume", data={"path": str(tmp_path / "rows.parquet")},
+                    train={"epochs": 30, "batch_size": 16, "early_stopping": 0},
+                    tune={"num_samples": 10, "scheduler": "fifo", "max_concurrent": 1}, knowledge="off")
+    # lines as they are printed; Tune saves the experiment's state every second (10 s by default)
+    env = dict(_local_env(), PYTHONUNBUFFERED="1", TUNE_GLOBAL_CHECKPOINT_S="1")
+    cmd = _dlmine_run(job, tmp_path / "out")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines, ended = [], []
+    for line in proc.stdout:
+        lines.append(line)
+        if " trials ended" in line:
+            ended.append(line.split()[1])
+        if len(ended) == 2:
+            time.sleep(1.5)
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    _wait_for_session_to_end(proc.pid)
+    assert not (tmp_path / "out").exists() and len(ended) == 2, "".join(lines)
+
+    again = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-4000:]
+    kept = [ln for ln in log.splitlines() if "continuing the interrupted search:" in ln]
+    assert len(kept) == 1, log
+    n_kept = int(kept[0].split("search:")[1].split()[0])
+    assert 2 <= n_kept < 10, log
+    rerun = [ln.split()[1] for ln in log.splitlines() if " trials ended" in ln]
+    assert not set(rerun) & set(ended), log  # an ended trial is not trained again
+    assert len(rerun) == 10 - n_kept, log
+    board = pd.read_parquet(tmp_path / "out" / "leaderboard.parquet")
+    assert sorted(board["trial"]) == sorted(set(board["trial"])) and len(board) == 10
+    assert set(ended) <= set(board["trial"])

@@ -48,7 +48,14 @@ class Fitted:
     fit_ref: Optional[dict] = None
 
 
-def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
+def _run_name(ctx, name: str) -> str:
+    """A Ray Train or Tune run's name, fixed for the run so that a ``--resume``d run finds the
+    interrupted one's checkpoints: in its own storage (the staging folder) the part's ``name``; in
+    a user's shared storage also the run's id (unique to a run, kept by the run that resumes it)."""
+    return name if ctx.storage == ctx.scratch else f"{ctx.spec.name}-{ctx.folder.run_id}-{name}"
+
+
+def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board, name: str):
     """One stage as a Ray Tune search, its first trials from the knowledge base; returns the
     TuneOutcome and the best trial's job."""
     from dlmine_ray.tune.lessons import fixed_settings, lessons
@@ -79,7 +86,8 @@ def _tune_stage(ctx, sets: dict, layout: dict, keep_in: str, board):
                                         max(1, t.num_samples // 2))
         for line in notes or ["warm start: neither the knowledge base nor the portfolio has settings to start from"]:
             rep.info(line)
-    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep, points, space, len(past))
+    tuned = run_tune(spec, sets, layout, ctx.storage, board, ctx.cpus, keep_in, rep, points, space, len(past),
+                     name=_run_name(ctx, name), resume=ctx.folder.resumed)
     top = tuned.leaderboard.iloc[0]
     rep.info(f"best trial: {top['trial']} ({top['status']}, {top['epochs']} epochs) "
              f"best {tuned.metric}={top[tuned.metric]:.4g} with {tuned.best_params}")
@@ -115,7 +123,7 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
     keep_in = os.path.join(ctx.scratch, name)
     fit_ref = task.fit_reference(samples, spec) if task.fit_metrics else None
-    if ctx.folder.resumed and trainer == "task":
+    if ctx.folder.resumed and trainer == "task":  # (a tuned run's trials resume: a Tune experiment)
         rep.info("a small job trains in one Ray task, which keeps no checkpoint: its training starts again "
                  "(TorchTrainer training resumes; scaling.trainer: ray_train asks for one)")
     board = make_board()
@@ -125,20 +133,16 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     def train_stage(i, stage, stage_sets, layout):
         nonlocal run_spec, tuned
         if spec.tune is not None:  # each trial trains with its own job's train settings
-            tuned, run_spec = _tune_stage(ctx, stage_sets, layout, os.path.join(keep_in, stage), board)
+            tuned, run_spec = _tune_stage(ctx, stage_sets, layout, os.path.join(keep_in, stage), board,
+                                          f"{name}-{stage}-tune")
             return tuned.best, run_spec.model.model_dump()
         layout["train"] = tr = task.stage_train(spec, stage)
         step = f"stage {i + 1}/{len(stages)} '{stage}': " if len(stages) > 1 else ""
         rep.stage("training", f"{step}{where}, up to {tr['epochs']} epochs")
         with failing_as("training failed", RuntimeError):
             if big:
-                # a name fixed for the run, so that a `--resume`d run finds the interrupted one's checkpoints:
-                # in its own storage (the staging folder) the stage's; in a user's shared storage also the
-                # run's id (unique to a run, kept by the run that resumes it)
-                run_name = f"{name}-{stage}" if ctx.storage == ctx.scratch else \
-                    f"{spec.name}-{ctx.folder.run_id}-{name}-{stage}"
                 out = fit_with_ray_train(spec, stage_sets, layout, ctx.storage, board, ctx.cpus,
-                                         os.path.join(keep_in, stage), run_name=run_name)
+                                         os.path.join(keep_in, stage), run_name=_run_name(ctx, f"{name}-{stage}"))
             else:
                 out = fit_in_task(spec, stage_sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
         return out, spec.model.model_dump()
@@ -148,7 +152,8 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
             if spec.tune is not None and task.fit_metrics:
                 layout = {"n_features": n_features, "info": dict(info), "has_valid": "valid" in sets,
                           "whole_fit": {"samples": samples, "fit_ref": fit_ref}}
-                tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, "tune"), board)
+                tuned, run_spec = _tune_stage(ctx, sets, layout, os.path.join(keep_in, "tune"), board,
+                                              f"{name}-tune")
                 best = tuned.best
                 state = torch.load(best.state_path, map_location="cpu", weights_only=True)
                 out = StagesOutcome(state, best.info or dict(info), best.history, best,

@@ -97,6 +97,9 @@ class RunFolder:
             self.run_id = json.loads((dead[0] / OWNER).read_text()).get("run") or self.run_id
             os.rename(dead[0], self.stage)
             self.resumed = True
+            for left in self.stage.iterdir():  # what it had written of its outputs is written again
+                if left.name not in (SCRATCH, OWNER):
+                    shutil.rmtree(left) if left.is_dir() and not left.is_symlink() else left.unlink()
         else:
             self.stage.mkdir(parents=True)
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "job": job, "run": self.run_id}

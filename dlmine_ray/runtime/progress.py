@@ -101,6 +101,22 @@ class Reporter:
         """Say which metric (and direction) ranks the trials and how many there are; returns None."""
         self.tune_metric, self.tune_mode, self.tune_total = metric, mode, trials
 
+    def _keep_best(self, value) -> None:
+        if value is not None and (self.tune_best is None or (
+                value < self.tune_best if self.tune_mode == "min" else value > self.tune_best)):
+            self.tune_best = value
+
+    def trials_restored(self, values: list) -> None:
+        """Say that a restored search (``--resume``) keeps the trials its interrupted run ended,
+        with their values (None where a trial has none); returns None."""
+        with self._lock:
+            self.tune_done += len(values)
+            for value in values:
+                self._keep_best(value)
+            best = f", best {self.tune_metric} so far {self.tune_best:.4g}" if self.tune_best is not None else ""
+            self._print(f"  continuing the interrupted search: {len(values)} of {self.tune_total} trials had "
+                        f"ended and are kept{best}")
+
     def trial_ended(self, trial: str, status: str, result: dict, params: str = "") -> None:
         """Print how one tuning trial ended (``COMPLETED``, ``STOPPED`` or ``ERROR``) and the best
         so far; returns None. A trial's value is ``trial_value`` of its last result, the value the
@@ -109,9 +125,7 @@ class Reporter:
         with self._lock:
             self.tune_done += 1
             value = trial_value(result, self.tune_metric) if status != ERROR else None
-            if value is not None and (self.tune_best is None or (
-                    value < self.tune_best if self.tune_mode == "min" else value > self.tune_best)):
-                self.tune_best = value
+            self._keep_best(value)
             best = f"{self.tune_best:.4g}" if self.tune_best is not None else "-"
             mine = f"best {self.tune_metric}={value:.4g}" if value is not None else "no result"
             epochs = result.get("epoch")

@@ -118,9 +118,12 @@ class LoopEnv:
     def report(self, metrics: dict, checkpoint_dir: Optional[str]) -> None:
         raise NotImplementedError
 
-    #: whether every epoch writes a checkpoint with the resume state (a restarted worker group
-    #: needs one); elsewhere a checkpoint is written only when the kept model changes
+    #: whether every epoch writes a checkpoint (a restarted worker group resumes from the last
+    #: epoch); elsewhere a checkpoint is written only when the kept model changes or at the end
     checkpoint_every_epoch = False
+    #: whether checkpoints carry the resume state (model, optimiser, epoch, early stopping), so
+    #: that a restored run (a restarted worker group, a restored Tune trial) goes on from them
+    resumable = False
 
     def resume_state(self) -> Optional[dict]:
         """The state to resume from (a restarted run), or None to start afresh."""
@@ -173,21 +176,28 @@ class TrainEnv(LoopEnv):
         ray.train.report(metrics, checkpoint=ckpt)
 
     checkpoint_every_epoch = True
+    resumable = True
 
     def resume_state(self):
         import ray.train
 
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
+        return _resume_state(ray.train.get_checkpoint())
+
+
+def _resume_state(ckpt) -> Optional[dict]:
+    """The resume state in a checkpoint (None without one). The best weights are the checkpoint's
+    kept model, stored once; so is the model itself when the epoch was the best one."""
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        path = os.path.join(d, RESUME_STATE)
+        if not os.path.exists(path):
             return None
-        with ckpt.as_directory() as d:
-            path = os.path.join(d, RESUME_STATE)
-            if not os.path.exists(path):
-                return None
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            # the best weights are the checkpoint's kept model: stored once
-            state["best_state"] = torch.load(os.path.join(d, MODEL_STATE), map_location="cpu", weights_only=True)
-            return state
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state["best_state"] = torch.load(os.path.join(d, MODEL_STATE), map_location="cpu", weights_only=True)
+    if state["model"] is None:
+        state["model"] = state["best_state"]
+    return state
 
 
 class TuneEnv(LoopEnv):
@@ -205,6 +215,13 @@ class TuneEnv(LoopEnv):
 
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=ckpt)
+
+    resumable = True
+
+    def resume_state(self):
+        from ray import tune
+
+        return _resume_state(tune.get_checkpoint())
 
 
 class TaskEnv(LoopEnv):
@@ -345,8 +362,10 @@ def run_loop(config: dict, env: LoopEnv) -> None:
             if improved:  # only the rank that writes checkpoints keeps the best weights
                 config["_best_state"] = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
             resume_now = None
-            if env.checkpoint_every_epoch:  # the best weights travel as the checkpoint's MODEL_STATE
-                resume_now = {"model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
+            if env.resumable:  # the best weights travel as the checkpoint's MODEL_STATE (so does the
+                # model of a best epoch: None here)
+                now = None if improved else {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+                resume_now = {"model": now,
                               "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best": best,
                               "best_value": best_value, "stale": stale, "stopped": stop}
             ckpt_dir = _write_checkpoint(config["_best_state"], history, best, resume_now)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pandas as pd
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.runtime.progress import COMPLETED, ERROR, STOPPED, trial_value
@@ -105,29 +108,40 @@ def _trial_trainer(config, datasets=None, base=None, layout=None, progress=None,
                            callbacks=[TuneReportCallback()])
 
 
-def _scheduler(spec: JobSpec, stopped: set):
-    """The trial scheduler of ``spec.tune``; every trial it stops is added to ``stopped``.
+class _RecordingASHA(ASHAScheduler):
+    """ASHA that adds each trial it stops early to its search's ``stopped`` (see ``_scheduler``).
+
+    The search is named by ``key`` (its experiment name) in ``_LIVE``: Tune pickles its scheduler
+    and callbacks with the experiment, and a restored experiment's copies find the live run's state
+    by name (this class is importable, so it is pickled by reference, not by value)."""
+
+    def __init__(self, key: str, **kw):
+        super().__init__(**kw)
+        self.key = key
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        # a STOP at max_t (all the epochs run) ends nothing early
+        if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t and self.key in _LIVE:
+            _LIVE[self.key].stopped.add(trial.trial_id)
+        return decision
+
+
+def _scheduler(spec: JobSpec, key: str):
+    """The trial scheduler of ``spec.tune``; every trial it stops is added to the ``stopped`` of
+    search ``key``.
 
     Tune marks a trial's last result ``done`` and its status TERMINATED both when the trial ended
     itself and when a scheduler stopped it; only the scheduler's own decision tells them apart.
     A trial that ends itself (its last epoch, or our early stopping) reports ``done`` and Tune
     stops it before asking the scheduler, so a STOP from the scheduler is always its own."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     ts = spec.tune
     if ts.scheduler != "asha":
         return FIFOScheduler()
-
-    class RecordingASHA(ASHAScheduler):
-        def on_trial_result(self, tune_controller, trial, result):
-            decision = super().on_trial_result(tune_controller, trial, result)
-            # a STOP at max_t (all the epochs run) ends nothing early
-            if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
-                stopped.add(trial.trial_id)
-            return decision
-
-    return RecordingASHA(max_t=spec.train.epochs, grace_period=min(ts.grace_period, spec.train.epochs),
-                         reduction_factor=3)
+    return _RecordingASHA(key, max_t=spec.train.epochs, grace_period=min(ts.grace_period, spec.train.epochs),
+                          reduction_factor=3)
 
 
 def _params_text(config: dict) -> str:
@@ -137,32 +151,64 @@ def _params_text(config: dict) -> str:
     return " ".join(f"{k}={show(v)}" for k, v in decode_params(config or {}).items())
 
 
-def _trial_ends(stopped: set, ends: dict, reporter):
-    """A Tune callback that records each trial's end in ``ends`` (trial id -> COMPLETED,
-    STOPPED or ERROR) and tells ``reporter`` as it happens (on the driver, in Tune's loop)."""
-    from ray.tune import Callback
+@dataclass
+class _Search:
+    """The live state of one search, on the driver: the trials the scheduler stopped, how each
+    trial ended (trial id -> COMPLETED, STOPPED or ERROR), and whom to tell."""
 
-    class TrialEnds(Callback):
-        def __init__(self, reporter):
-            self.reporter = reporter
+    stopped: set
+    ends: dict
+    metric: str
+    mode: str
+    reporter: Any = None
+    values: dict = field(default_factory=dict)  # trial id -> its value of the metric (None: none)
+    restored: int = 0  # trials that had ended before an interrupted search was restored
 
-        def __getstate__(self):
-            # Tune pickles its run config (callbacks included) for a later restore; a reporter
-            # (a console and its lock) cannot travel and means nothing there
-            return {**self.__dict__, "reporter": None}
 
-        def _end(self, trial, status):
-            ends[trial.trial_id] = status
-            if self.reporter is not None:
-                self.reporter.trial_ended(trial.trial_id, status, trial.last_result or {}, _params_text(trial.config))
+#: the searches running in this process, by experiment name
+_LIVE: dict[str, _Search] = {}
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._end(trial, STOPPED if trial.trial_id in stopped else COMPLETED)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._end(trial, ERROR)
+class _TrialEnds(Callback):
+    """Records each trial's end in its search's ``ends`` and tells the reporter as it happens (on
+    the driver, in Tune's loop). Its state (the ends so far) is saved with Tune's experiment
+    checkpoint, so a restored search knows how its finished trials ended."""
 
-    return TrialEnds(reporter)
+    def __init__(self, key: str):
+        self.key = key
+
+    def _end(self, trial, status):
+        live = _LIVE.get(self.key)
+        if live is None:
+            return
+        live.ends[trial.trial_id] = status
+        live.values[trial.trial_id] = trial_value(trial.last_result or {}, live.metric) if status != ERROR else None
+        if live.reporter is not None:
+            live.reporter.trial_ended(trial.trial_id, status, trial.last_result or {}, _params_text(trial.config))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        live = _LIVE.get(self.key)
+        self._end(trial, STOPPED if live is not None and trial.trial_id in live.stopped else COMPLETED)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, ERROR)
+
+    def get_state(self):
+        live = _LIVE.get(self.key)
+        if live is None:
+            return None
+        return {"ends": dict(live.ends), "stopped": sorted(live.stopped), "values": dict(live.values)}
+
+    def set_state(self, state):
+        live = _LIVE.get(self.key)
+        if live is None or not state:
+            return
+        live.ends.update(state.get("ends", {}))
+        live.stopped.update(state.get("stopped", []))
+        live.values.update(state.get("values", {}))
+        live.restored = len(live.ends)
+        if live.reporter is not None:
+            live.reporter.trials_restored(list(live.values.values()))
 
 
 @dataclass
@@ -198,13 +244,16 @@ def _complete(point: dict, space: dict, spec: JobSpec) -> Optional[dict]:
 
 def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress, cluster_cpus: float,
              keep_in: str, reporter=None, points: Optional[list[dict]] = None,
-             space: Optional[dict] = None, explored: int = 0) -> TuneOutcome:
+             space: Optional[dict] = None, explored: int = 0, name: Optional[str] = None,
+             resume: bool = False) -> TuneOutcome:
     """Run the trials of ``spec.tune``; return a TuneOutcome: the best trial's model, and the
     leaderboard of every trial with its status (COMPLETED, STOPPED by the scheduler, or ERROR).
     ``points``: configurations (dotted field -> value) tried first, before the random ones;
     ``space``: the space to search (default: the job's); ``explored``: how many trials this
     dataset has had before, which moves the random draws on (a search run again samples settings it
-    has not tried, and a first search stays reproducible).
+    has not tried, and a first search stays reproducible). ``name``: the experiment's folder under
+    ``storage`` (default: unique); with ``resume``, an interrupted experiment there is restored and
+    goes on (its ended trials kept, its unfinished ones resumed from their last checkpoint).
 
     The best trial is the one with the best ``best_<metric>`` (its best epoch's value of the tuned
     metric), the value the console's "best so far" and the leaderboard's metric column show."""
@@ -235,9 +284,10 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
                                          progress=progress, cpus=wcpus * per_trial_workers, storage=storage)
         resources = {"CPU": 0.01}  # the trial only waits; its TorchTrainer workers hold the CPUs
         slots = max(1, int(cluster_cpus // (wcpus * per_trial_workers)))
-    stopped: set = set()
-    ends: dict = {}
-    scheduler = _scheduler(spec, stopped)
+    name = name or f"{spec.name}-tune-{uuid.uuid4().hex[:8]}"
+    live = _LIVE[name] = _Search(set(), {}, metric, mode, reporter)
+    stopped, ends = live.stopped, live.ends
+    scheduler = _scheduler(spec, name)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     space = space or spec.search_space()
@@ -251,23 +301,32 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=seed, points_to_evaluate=first)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space=param_space(spec, space),
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, scheduler=scheduler,
-                                    search_alg=search_alg, max_concurrent_trials=ts.max_concurrent or slots,
-                                    time_budget_s=ts.time_budget_s,
-                                    # one process serves trial after trial: a fresh actor per trial (Tune's
-                                    # default) cost 8 small trials 96 s against 36 s reused (2 cores)
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{spec.name}-tune-{uuid.uuid4().hex[:8]}", storage_path=storage,
-                                  verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  callbacks=[_trial_ends(stopped, ends, reporter)]),
-    )
+    path = os.path.join(storage, name)
+    if resume and tune.Tuner.can_restore(path):
+        # the experiment as it was started (space, search and its state, scheduler, callbacks)
+        tuner = tune.Tuner.restore(path, tune.with_resources(trainable, resources), resume_unfinished=True,
+                                   param_space=param_space(spec, space))
+    else:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space=param_space(spec, space),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=ts.num_samples, scheduler=scheduler,
+                                        search_alg=search_alg, max_concurrent_trials=ts.max_concurrent or slots,
+                                        time_budget_s=ts.time_budget_s,
+                                        # one process serves trial after trial: a fresh actor per trial (Tune's
+                                        # default) cost 8 small trials 96 s against 36 s reused (2 cores)
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      callbacks=[_TrialEnds(name)]),
+        )
     verbose = getattr(reporter, "verbose", False)
     # Tune prints its own experiment box and tables to stdout; our reporter already shows trials.
-    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
-        grid = tuner.fit()
+    try:
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+            grid = tuner.fit()
+    finally:
+        del _LIVE[name]
     rows, trials, best_row, best_value = [], [], None, None
     unstarted = 0
     for i, res in enumerate(grid):
