@@ -24,6 +24,7 @@ SMOKE = {
     "bench_model_selection.py": ["--smoke"],
     "bench_pipeline.py": ["--smoke"],
     "bench_rules.py": ["--smoke"],
+    "bench_select.py": ["--smoke"],
     "bench_unsupervised_selection.py": ["--smoke"],
     "eval_split.py": ["--smoke"],
     "eval_unsupervised.py": ["--smoke"],

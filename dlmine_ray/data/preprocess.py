@@ -70,6 +70,11 @@ class TabularPreprocessor:
         return names
 
     @property
+    def feature_columns(self) -> list[str]:
+        """The raw column of each column of the ``features`` matrix (a one-hot group's is one)."""
+        return [c for c, _, _ in self.numeric_] + [c for c, cats in self.categorical_ for _ in cats]
+
+    @property
     def n_features(self) -> int:
         return len(self.numeric_) + sum(len(c) for _, c in self.categorical_)
 

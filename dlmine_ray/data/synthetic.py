@@ -158,3 +158,20 @@ def make_repeated_rows(rows: int = 40_000, seed: int = 0) -> pd.DataFrame:
     logit = 0.5 * (x[:, 0] - 2.5) - 0.4 * (x[:, 1] - 2.5) + 0.3 * (x[:, 2] - 2.5) * (cat == "a") + 0.5 * (cat == "b")
     label = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "cat": cat, "label": label})
+
+
+def make_informative_columns(rows: int = 2000, columns: int = 100, informative: int = 10,
+                             seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """A class table where only ``informative`` of ``columns`` numeric columns carry the label
+    (scikit-learn's ``make_classification``: no redundant or repeated columns, the rest noise),
+    with the columns in a seeded random order; returns the table (target ``label``) and the names
+    of the informative columns. A feature selector should find them."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=rows, n_features=columns, n_informative=informative, n_redundant=0,
+                               n_repeated=0, n_classes=2, n_clusters_per_class=2, shuffle=False, random_state=seed)
+    order = np.random.default_rng(seed).permutation(columns)  # column j of the table is x[:, order[j]]
+    names = [f"f{j:03d}" for j in range(columns)]
+    df = pd.DataFrame({names[j]: x[:, order[j]] for j in range(columns)})
+    df["label"] = y
+    return df, [names[j] for j in range(columns) if order[j] < informative]

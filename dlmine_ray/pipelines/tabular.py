@@ -92,7 +92,13 @@ def run(ctx: RunContext) -> RunResult:
         samples["train"] = _sample(sets["train"], n_train, wanted["train"], seed)[0]
     if wanted.get("all"):
         samples["all"] = _sample(encoded, profile.n_rows, wanted["all"], seed + 1)[0]
+    if wanted.get("train_xy"):  # (features, encoded target) pairs
+        samples["train_xy"] = _sample(sets["train"], n_train, wanted["train_xy"], seed + 4, with_target=True)
+    if wanted.get("valid_xy") and "valid" in sets:
+        samples["valid_xy"] = _sample(sets["valid"], n_valid, wanted["valid_xy"], seed + 5, with_target=True)
     info = task.initial_info(spec, prep.feature_names, prep.target_info_)
+    if task.uses_feature_columns:  # the raw column of each encoded feature (a one-hot group shares one)
+        info["feature_columns"] = prep.feature_columns
     fitted = fit_stages(ctx, sets, prep.n_features, info, samples)
     _selection(ctx, fitted)
 

@@ -12,9 +12,10 @@ from dlmine_ray.tasks.cluster import ClusterTask
 from dlmine_ray.tasks.detect import DetectTask
 from dlmine_ray.tasks.regress import RegressTask
 from dlmine_ray.tasks.rules import RulesTask
+from dlmine_ray.tasks.select import SelectTask
 
 TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), RegressTask(), ClusterTask(), DetectTask(),
-                                              RulesTask())}
+                                              RulesTask(), SelectTask())}
 #: the task of a job that names none
 DEFAULT_TASK = ClassifyTask.name
 

@@ -93,6 +93,9 @@ class Task:
     metric_modes: dict[str, str] = {}
     #: the metrics the demo's summary shows
     headline: tuple[str, ...] = ()
+    #: whether ``info`` gets ``feature_columns`` (the raw column of each encoded feature) before
+    #: the first stage
+    uses_feature_columns: bool = False
 
     # -- the job ---------------------------------------------------------------------------------
     def options_of(self, spec: Any) -> Optional[Options]:
@@ -158,7 +161,8 @@ class Task:
 
     def stage_samples(self, spec: Any) -> dict[str, int]:
         """How many encoded rows ``after_stage`` wants: {"train": n} of the training rows, {"all": n}
-        of all rows; empty when it needs none."""
+        of all rows, {"train_xy": n} / {"valid_xy": n} training / validation rows with their encoded
+        target (a (features, target) pair); empty when it needs none."""
         return {}
 
     def start_stage(self, model: nn.Module, stage: str) -> None:
