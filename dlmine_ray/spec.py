@@ -69,6 +69,8 @@ class DataSpec(_Strict):
         default_factory=list, description="more values that mean 'missing' (empty CSV fields and NA/NaN/null "
                                           "always do)")
     ignore: list[str] = Field(default_factory=list)
+    features_from: Optional[str] = Field(None, description="the folder of a feature-selection run (task: select): "
+                                                           "only the columns it chose are features")
     split: SplitSpec = Field(default_factory=SplitSpec)
     max_categories: int = Field(50, ge=1, description="one-hot width cap per categorical column")
 

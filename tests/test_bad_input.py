@@ -309,6 +309,8 @@ CASES = [
     Case("predict_preprocess_corrupt", lambda w: w.predict(w.parquet(make_frame(20)), w.model(
         lambda m: (m / "preprocess.json").write_text("{"))), 2, "preprocess.json is not a saved preprocessing"),
     Case("predict_id_changes_type", _predict_mixed_ids, 2, "column 'row_id' is text in"),
+    Case("features_from_not_a_select_run", lambda w: w.run(data={"features_from": str(w.tmp)}), 2,
+         "holds no features.parquet"),
     Case("select_k_above_columns", lambda w: w.run(task="select", select={"k": 50}), 2,
          "select.k (50) is larger than the number of feature columns (5)"),
 ]

@@ -67,3 +67,17 @@ def test_a_one_hot_group_is_one_column_and_predict_uses_only_the_chosen(tmp_path
     a = pd.read_parquet(tmp_path / "pred_new").filter(like="proba_").to_numpy()
     b = pd.read_parquet(tmp_path / "pred_noisy").filter(like="proba_").to_numpy()
     assert a.shape == (200, 2) and np.allclose(a, b, atol=1e-6)
+
+
+def test_a_later_job_trains_on_the_chosen_columns(tmp_path, ray_local):
+    df, informative = make_informative_columns(600, columns=12, informative=3, seed=3)
+    df.to_parquet(tmp_path / "d.parquet", index=False)
+    data = {"path": str(tmp_path / "d.parquet"), "target": "label", "id": None}
+    sel = write_job(tmp_path / "sel.yaml", name="sel", task="select", data=data, select={"k": 3}, knowledge="off")
+    assert main(["run", sel, "--output", str(tmp_path / "sel")]) == 0
+    chosen = json.loads((tmp_path / "sel" / "metrics.json").read_text())["chosen"]
+    job = write_job(tmp_path / "job.yaml", name="later", task="classify",
+                    data={**data, "features_from": str(tmp_path / "sel")}, knowledge="off")
+    assert main(["run", job, "--output", str(tmp_path / "later")]) == 0
+    meta = json.loads((tmp_path / "later" / "model" / "model.json").read_text())
+    assert sorted(meta["input_columns"]) == sorted(chosen)

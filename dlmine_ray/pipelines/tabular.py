@@ -36,6 +36,7 @@ def run(ctx: RunContext) -> RunResult:
     """Run a row task's job; its outputs go into ``ctx.folder``."""
     spec, task, rep = ctx.spec, ctx.task, ctx.reporter
     d = spec.data
+    chosen = _chosen_columns(d.features_from) if d.features_from else None
     rep.stage("reading", str(d.path))
     # rows are split by a hash of data.group/data.id, else of their file and position (ROW_KEY)
     ds = read_dataset(d.path, d.format, row_key=d.split_key is None, na_values=d.na_values)
@@ -47,7 +48,15 @@ def run(ctx: RunContext) -> RunResult:
     profile = profile_dataset(ds, truth, categorical, d.split_key, d.split.valid, d.split.test, d.split.seed)
     check_types(profile, [c for c in profile.order if c not in d.ignore], ds, d.format, d.na_values)
     drop = {truth, *(d.ignore), *(c for c in (d.id, d.group) if c)}
-    features = check_profile(profile, spec, task, [c for c in profile.order if c not in drop])
+    candidates = [c for c in profile.order if c not in drop]
+    if chosen is not None:
+        missing = [c for c in chosen if c not in profile.columns]
+        if missing:
+            raise DlmineError(f"data.features_from: {len(missing)} chosen column(s) are not in the data: "
+                              + ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
+        candidates = [c for c in candidates if c in set(chosen)]
+        rep.info(f"features: the {len(candidates)} column(s) chosen by {d.features_from}")
+    features = check_profile(profile, spec, task, candidates)
     if profile.dropped_constant:
         shown = ", ".join(profile.dropped_constant[:10]) + (", ..." if len(profile.dropped_constant) > 10 else "")
         rep.info(f"dropped {len(profile.dropped_constant)} constant column(s): {shown}")
@@ -155,6 +164,22 @@ def run(ctx: RunContext) -> RunResult:
                   report={"profile": profile.summary(truth), "history": fitted.history, "material": result.report,
                           "info": fitted.info, "n_inputs": prep.n_features, "lessons": fitted.lessons})
     return RunResult(ctx.folder.final, metrics, fitted.run_spec, leaderboard)
+
+
+def _chosen_columns(run_dir: str) -> list[str]:
+    """The columns a feature-selection run chose (its features.parquet's ``chosen`` rows)."""
+    import os
+
+    path = os.path.join(run_dir, "features.parquet")
+    if not os.path.isfile(path):
+        raise DlmineError(f"data.features_from: {run_dir} holds no features.parquet (the output of a run of "
+                          "task: select)")
+    with failing_as(f"data.features_from: cannot read {path}"):
+        table = pd.read_parquet(path, columns=["feature", "chosen"])
+    chosen = table.loc[table["chosen"].astype(bool), "feature"].astype(str).tolist()
+    if not chosen:
+        raise DlmineError(f"data.features_from: {path} marks no column as chosen")
+    return chosen
 
 
 def _selection(ctx: RunContext, fitted) -> None:
