@@ -56,6 +56,8 @@ def test_a_one_hot_group_is_one_column_and_predict_uses_only_the_chosen(tmp_path
     assert table.loc[table["chosen"], "feature"].tolist() == ["colour"]
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["k"] == 1 and m["k_rule"] == "select.k" and m["accuracy"] > 0.95
+    # every bootstrap draw puts the one column that decides the label first
+    assert m["stability_mutual_info"] == 1.0 and m["stability_l1_logistic"] == 1.0
     # the saved model sees only 'colour': changing the other columns changes no prediction
     new = df.drop(columns="label").head(200)
     new.to_parquet(tmp_path / "new.parquet", index=False)

@@ -142,11 +142,16 @@ class SelectTask(ClassifyTask):
                   for s, v in scores.items()}
         k = opts.k if opts.k is not None else _one_se_k(ks, curves["gates"], len(y_va))
         chosen = _top(scores["gates"], k)
+        # how much the classic selectors' top k move between bootstrap draws of the sampled rows (the
+        # gates' stability needs several trainings: benchmarks/bench_select.py measures it over seeds)
+        rankers = {"mutual_info": _mutual_info, "l1_logistic": _l1_logistic}
+        stability = {s: _bootstrap_stability(f, x_tr, y_tr, group_of, len(names), k, seed)
+                     for s, f in rankers.items()}
         mask = np.isin(group_of, chosen).astype(np.float32)
         sel = {"columns": names, "scores": {s: [float(v) for v in a] for s, a in scores.items()},
                "k_grid": ks, "curves": curves, "k": int(k), "chosen": [names[i] for i in chosen],
                "k_rule": "select.k" if opts.k is not None else "one standard error",
-               "valid_rows": int(len(y_va)), "train_rows": int(len(y_tr))}
+               "valid_rows": int(len(y_va)), "train_rows": int(len(y_tr)), "stability": stability}
         shown = ", ".join(sel["chosen"][:8]) + (", ..." if k > 8 else "")
         notes = [f"kept {k} of {len(names)} columns ({sel['k_rule']}): {shown}"]
         return StageSetup(info={"selection": sel, "mask": mask.tolist()}, notes=notes)
@@ -189,6 +194,7 @@ class SelectTask(ClassifyTask):
         metrics = dict(res.metrics)
         metrics.update({"k": sel["k"], "columns": len(sel["columns"]), "k_rule": sel["k_rule"],
                         "chosen": sel["chosen"]})
+        metrics.update({f"stability_{s}": v for s, v in sel.get("stability", {}).items()})
         test_acc = {}
         if baseline is not None:
             x = np.concatenate(xs)
@@ -222,6 +228,9 @@ class SelectTask(ClassifyTask):
             rows.insert(0, {"features": f"top {sel['k']} by gates, the deep model itself",
                             "HGB test accuracy": metrics.get("accuracy")})
             out.append("<h3>Test accuracy on each selector's columns</h3>" + table(pd.DataFrame(rows)))
+        if sel.get("stability"):
+            out.append("<p>stability of the top k over 5 bootstrap draws of the rows (mean Jaccard): "
+                       + ", ".join(f"{s} {v:.2f}" for s, v in sel["stability"].items()) + "</p>")
         out.append("<h3>Validation accuracy against k (HistGradientBoosting on each ranking's top k)</h3>"
                    + _curve_plot(sel))
         top = _features_table(sel).head(30)
@@ -298,6 +307,18 @@ def _mutual_info(x, y, group_of, n_groups, seed) -> np.ndarray:
             cols.append(np.where(block.max(axis=1) > 0, block.argmax(axis=1), -1).astype(np.float64))
             discrete.append(True)
     return mutual_info_classif(np.column_stack(cols), y, discrete_features=np.array(discrete), random_state=seed)
+
+
+def _bootstrap_stability(rank, x, y, group_of, n_groups, k, seed, draws: int = 5) -> float:
+    """The mean Jaccard similarity, over pairs of ``draws`` bootstrap samples of the rows, of the k
+    columns ``rank`` (a selector's scoring function) puts first."""
+    rng = np.random.default_rng(seed + 11)
+    tops = []
+    for _ in range(draws):
+        i = rng.integers(0, len(x), len(x))
+        tops.append(set(_top(rank(x[i], y[i], group_of, n_groups, seed), k).tolist()))
+    pairs = [(a, b) for j, a in enumerate(tops) for b in tops[j + 1:]]
+    return float(np.mean([len(a & b) / len(a | b) for a, b in pairs]))
 
 
 def _is_one_hot(v: np.ndarray) -> bool:
