@@ -132,6 +132,7 @@ def run(ctx: RunContext) -> RunResult:
                for b in scored.iter_batches(batch_format="numpy", batch_size=65536))
     with failing_as("scoring failed", RuntimeError):
         result = task.results(batches, fitted.info, spec, baseline, profile.n_rows)
+    explained = _explain(ctx, model_dir, sets["train"], n_train, scored_rows) if task.explains else None
 
     metrics: dict[str, Any] = {"task": spec.task, **result.metrics}
     if task.scores_every_row:
@@ -140,6 +141,9 @@ def run(ctx: RunContext) -> RunResult:
         metrics.update({"rows_train": r[0], "rows_valid": r[1], "rows_test": r[2]})
     # the label-free criteria the model was judged by (on sampled rows: Task.fit_reference)
     metrics.update({f"fit_{k}": fitted.best[k] for k in task.fit_metrics if k in fitted.best})
+    if explained is not None:
+        metrics.update(explained.metrics)
+        result.report["explanations"] = explained.report
     metrics.update({"train_seconds": round(fitted.seconds, 3), "epochs_run": len(fitted.history),
                     "trainer": fitted.trainer})
     metrics.update({"stages": fitted.stages} if len(fitted.stages) > 1 or task.scores_every_row
@@ -164,6 +168,23 @@ def run(ctx: RunContext) -> RunResult:
                   report={"profile": profile.summary(truth), "history": fitted.history, "material": result.report,
                           "info": fitted.info, "n_inputs": prep.n_features, "lessons": fitted.lessons})
     return RunResult(ctx.folder.final, metrics, fitted.run_spec, leaderboard)
+
+
+def _explain(ctx: RunContext, model_dir: str, train, n_train: int, scored):
+    """The saved model's explanations (explain.py) from seeded samples of the training and scored
+    rows, or None when no row was scored."""
+    from dlmine_ray.explain import PERMUTATION_ROWS, SURROGATE_ROWS, explain_run
+    from dlmine_ray.infer import LoadedModel
+
+    ctx.reporter.stage("explaining", "integrated gradients, permutation importance, a surrogate tree")
+    seed = ctx.spec.train.seed
+    x_test, y_test = _sample(scored, scored.count(), PERMUTATION_ROWS, seed + 6, with_target=True)
+    x_fit = _sample(train, n_train, SURROGATE_ROWS, seed + 7)[0]
+    with failing_as("explaining the model failed", RuntimeError):
+        explained = explain_run(LoadedModel(model_dir, task=ctx.task), x_fit, x_test, y_test, seed)
+    if explained is None:
+        ctx.reporter.info("no test rows to explain the model on")
+    return explained
 
 
 def _chosen_columns(run_dir: str) -> list[str]:

@@ -199,6 +199,10 @@ def write_report(path: Path, task, spec, metrics: dict, *, profile: Optional[dic
     parts = [f"<h1>{html.escape(spec.name)}</h1>", task.header_html(spec, info, metrics, profile, trials)]
     parts += _metrics_part(task, spec, metrics)
     parts += task.report_sections(spec, metrics, material or {}, info)
+    if (material or {}).get("explanations"):  # a task that explains (explain.py)
+        from dlmine_ray.report.explain import explanation_section
+
+        parts += explanation_section(material["explanations"])
     if history:
         parts.append("<h2>Learning curves</h2>")
         if len({h.get("stage") for h in history}) > 1:

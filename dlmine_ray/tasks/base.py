@@ -93,6 +93,10 @@ class Task:
     metric_modes: dict[str, str] = {}
     #: the metrics the demo's summary shows
     headline: tuple[str, ...] = ()
+    #: whether a run explains the deep model (integrated gradients, permutation importance and a
+    #: surrogate tree: ``explain.py``) and ``dlmine explain`` accepts the task's models; such a task
+    #: says which output each row's explanation attributes (``explained_output``)
+    explains: bool = False
     #: whether ``info`` gets ``feature_columns`` (the raw column of each encoded feature) before
     #: the first stage
     uses_feature_columns: bool = False
@@ -239,6 +243,16 @@ class Task:
         """The task's own sections of report.html (HTML strings, each opening with an <h2>)."""
         return []
 
+    def explained_output(self, outputs: np.ndarray, info: dict) -> np.ndarray:
+        """For a task that ``explains``: the column of the model's raw ``outputs`` that each row's
+        explanation attributes (an int64 array, one per row); by default the first (a single output)."""
+        return np.zeros(len(outputs), dtype=np.int64)
+
+    def output_labels(self, info: dict) -> Optional[list]:
+        """Names of the model's output columns when they are classes (the per-class view of an
+        explanation groups rows by them), else None."""
+        return None
+
     def summary_text(self, metrics: dict) -> Optional[str]:
         """A one-line summary for the console instead of the metrics table, or None for the table."""
         return None
@@ -257,6 +271,7 @@ class SupervisedTask(Task):
     data_fields = ("target",)
     default_target = "label"
     tunable = True
+    explains = True
     baseline_name = "HGB"
     result_file = "predictions.parquet"
 

@@ -63,6 +63,13 @@ class ClassifyTask(SupervisedTask):
             cols[_proba_column(c)] = p[:, j].astype(np.float32)
         return cols
 
+    def explained_output(self, outputs, info):
+        # the predicted class's logit: what made the model choose the class it chose
+        return np.asarray(outputs).argmax(axis=1).astype(np.int64)
+
+    def output_labels(self, info):
+        return list(info["classes"])
+
     def test_metrics(self, y_true, pred, info):
         classes = info["classes"]
         return _classification_metrics(np.asarray(y_true), pred["prediction"].to_numpy(), _proba(pred, classes),
