@@ -1,4 +1,4 @@
-"""The ``dlmine`` command: run, demo, submit, predict, history, make-data."""
+"""The ``dlmine`` command: run, demo, submit, predict, explain, history, make-data."""
 
 from __future__ import annotations
 
@@ -63,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "json"])
     pr.add_argument("--overwrite", action="store_true")
     common(pr)
+
+    ex = sub.add_parser("explain", help="per-row attributions of new data by a saved model",
+                        description="Explain a classify or regress model's predictions for the first N rows of new "
+                                    "data (same preprocessing as predict): integrated gradients per original "
+                                    "column, into one Parquet file.")
+    ex.add_argument("--model", required=True, metavar="DIR/model", help="the model/ folder of a run")
+    ex.add_argument("--data", required=True, nargs="+", metavar="PATH", help="file(s), folder or glob")
+    ex.add_argument("--rows", type=int, required=True, metavar="N", help="explain the first N rows")
+    ex.add_argument("--output", "-o", default="explanations.parquet", metavar="OUT.parquet",
+                    help="default explanations.parquet")
+    ex.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "json"])
+    ex.add_argument("--overwrite", action="store_true")
+    common(ex)
 
     h = sub.add_parser("history", help="list the knowledge base: datasets, runs and their best scores",
                        description="List the datasets and runs recorded in the knowledge base (every run is "
@@ -146,6 +159,15 @@ def main(argv=None) -> int:
             n = predict(args.model, data, args.output, address=args.address, overwrite=args.overwrite,
                         verbose=verbose, fmt=args.format)
             print(f"wrote {n:,} predictions to {os.path.abspath(args.output)} in {time.perf_counter() - t0:.1f}s")
+        elif args.command == "explain":
+            from dlmine_ray.app.explain import explain
+
+            t0 = time.perf_counter()
+            data = args.data[0] if len(args.data) == 1 else args.data
+            n = explain(args.model, data, args.rows, args.output, address=args.address, overwrite=args.overwrite,
+                        verbose=verbose, fmt=args.format)
+            print(f"wrote the attributions of {n:,} rows to {os.path.abspath(args.output)} in "
+                  f"{time.perf_counter() - t0:.1f}s")
         elif args.command == "history":
             from dlmine_ray.app.history import history
 

@@ -1,6 +1,6 @@
 """Explanations: a classify or regress run explains its deep model (integrated gradients with their
 completeness gap, permutation importance, surrogate rules with their fidelity) in metrics.json and
-report.html."""
+report.html, and ``dlmine explain`` writes per-row attributions of new data, or refuses in one line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import write_job
 from dlmine_ray.cli import main
@@ -96,3 +97,78 @@ def test_regress_run_ranks_a_and_b_first(tmp_path, ray_local):
     assert m["surrogate_fidelity_metric"] == "r2" and 0.5 < m["surrogate_fidelity"] <= 1.0, m
     section = _section((out / "report.html").read_text())
     assert "Surrogate rules" in section and "Per class" not in section
+
+
+def test_dlmine_explain_writes_attributions_that_add_up(tmp_path, ray_local, capsys, classify_run):
+    from dlmine_ray.infer import LoadedModel
+
+    out = classify_run[0]
+    new = _table(300, 7, "classify").drop(columns=["label"])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    target = tmp_path / "deep" / "er" / "attr.parquet"
+    assert main(["explain", "--model", str(out / "model"), "--data", str(tmp_path / "new.csv"), "--rows", "40",
+                 "--output", str(target)]) == 0
+    attr = pd.read_parquet(target)
+    features = ["a", *NOISE, "color", "shape"]
+    assert list(attr.columns[:3]) == ["row", "row_id", "prediction"]
+    assert sorted(attr.columns[3:]) == sorted(features) and attr.shape == (40, 3 + len(features))
+    assert (attr["row"] == np.arange(40)).all() and (attr["row_id"] == new["row_id"][:40]).all()
+    assert set(attr["prediction"]) <= {"yes", "no"}
+    assert set(attr[features].abs().mean().nlargest(2).index) == {"a", "color"}
+
+    # completeness, checked here from the model itself: a row's attributions add up to the change
+    # of its predicted class's logit from the baseline row (numeric at the mean, 1/k per category)
+    model = LoadedModel(str(out / "model"))
+    x = model.prep.transform_features(new.iloc[:40])
+    base = np.zeros((1, x.shape[1]), np.float32)
+    j = len(model.prep.numeric_)
+    for _, cats in model.prep.categorical_:
+        base[0, j:j + len(cats)] = 1.0 / len(cats)
+        j += len(cats)
+    with torch.no_grad():
+        fx, fb = model.model(torch.from_numpy(x)).numpy(), model.model(torch.from_numpy(base)).numpy()[0]
+    k = fx.argmax(axis=1)
+    diff = fx[np.arange(40), k] - fb[k]
+    assert (np.asarray(model.info["classes"])[k] == attr["prediction"]).all()
+    gap = np.abs(attr[features].sum(axis=1).to_numpy() - diff) / np.abs(diff)
+    assert np.median(gap) < 0.05, gap
+
+    # fewer rows than asked: all of them; an existing output needs --overwrite
+    assert main(["explain", "--model", str(out / "model"), "--data", str(tmp_path / "new.csv"), "--rows", "5000",
+                 "--output", str(target), "--overwrite"]) == 0
+    assert len(pd.read_parquet(target)) == 300
+    capsys.readouterr()
+    assert main(["explain", "--model", str(out / "model"), "--data", str(tmp_path / "new.csv"), "--rows", "3",
+                 "--output", str(target)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def _one_line_error(capsys, args, text):
+    capsys.readouterr()
+    assert main(["explain", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and text in err, err
+
+
+def test_explain_refuses_bad_input_in_one_line(tmp_path, ray_local, capsys, classify_run):
+    _table(400, 3, "classify").to_parquet(tmp_path / "rows.parquet", index=False)
+    detect = write_job(tmp_path / "detect.yaml", task="detect",
+                       data={"path": str(tmp_path / "rows.parquet"), "target": None, "ignore": ["label"]},
+                       model={"hidden": [8]}, train={"epochs": 1, "batch_size": 64})
+    assert main(["run", detect, "--output", str(tmp_path / "detect")]) == 0
+    # a detect run has no explanations in its outputs either
+    assert "ig_completeness_gap" not in json.loads((tmp_path / "detect" / "metrics.json").read_text())
+    out = tmp_path / "made" / "here" / "attr.parquet"
+    data = ["--data", str(tmp_path / "rows.parquet"), "--output", str(out)]
+    _one_line_error(capsys, ["--model", str(tmp_path / "detect" / "model"), "--rows", "5", *data],
+                    "'detect' model, whose task has no explanations; dlmine explain explains models of: classify")
+    _one_line_error(capsys, ["--model", str(tmp_path / "nowhere"), "--rows", "5", *data],
+                    "is not a dlmine model folder")
+
+    model = ["--model", str(classify_run[0] / "model")]
+    for rows in ("0", "-3"):
+        _one_line_error(capsys, [*model, "--rows", rows, *data], "--rows must be a positive number")
+    pd.read_parquet(tmp_path / "rows.parquet").drop(columns=["color"]).to_csv(tmp_path / "nocolor.csv", index=False)
+    _one_line_error(capsys, [*model, "--rows", "5", "--data", str(tmp_path / "nocolor.csv"), "--output", str(out)],
+                    "data lacks column(s) the model needs: color")
+    assert not (tmp_path / "made").exists()  # no output, not even its folder

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from dlmine_ray.data.read import dataset_columns, mixed_types, read_dataset
 from dlmine_ray.errors import DlmineError, failing_as
@@ -22,11 +23,25 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
             verbose: bool = False, fmt: str = "auto", batch_size: int = 8192) -> int:
     """Score every row of ``data`` with the model folder ``model``; stream the predictions into the
     Parquet file ``output`` (id column kept when the model has one); return rows written."""
+    out = output_file(output, overwrite, "predictions.parquet")
+    meta = read_model_meta(model)
+    with output_folders(out):
+        return _score(model, meta, data, out, address, verbose, fmt, batch_size)
+
+
+def output_file(output: str, overwrite: bool, example: str) -> Path:
+    """The absolute path of an output file; DlmineError for a folder, or a file that exists without
+    ``overwrite`` (``example``: a file name the message suggests)."""
     out = Path(output).expanduser().absolute()
     if out.is_dir():
-        raise DlmineError(f"--output {out} is a folder; give a file name such as predictions.parquet")
+        raise DlmineError(f"--output {out} is a folder; give a file name such as {example}")
     if out.exists() and not overwrite:
         raise DlmineError(f"output file {out} exists; pass --overwrite to replace it")
+    return out
+
+
+def read_model_meta(model: str) -> dict:
+    """A model folder's model.json, checked to be a model description; DlmineError when it is not."""
     if not Path(model, "model.json").is_file():
         raise DlmineError(f"{model} is not a dlmine model folder (no model.json); "
                           "pass the model/ folder inside a run's output")
@@ -37,12 +52,19 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
         lacks = [k for k in MODEL_KEYS if k not in meta]
         if lacks:
             raise ValueError(f"it lacks {', '.join(map(repr, lacks))}")
-    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # folders this call creates
+    return meta
+
+
+@contextlib.contextmanager
+def output_folders(out: Path) -> Iterator[None]:
+    """Create the folders above ``out`` for the block; if the block fails, remove those it created
+    (nothing left behind: no empty output folder either)."""
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return _score(model, meta, data, out, address, verbose, fmt, batch_size)
+        yield
     except BaseException:
-        for folder in made:  # nothing left behind: no empty output folder either
+        for folder in made:
             try:
                 folder.rmdir()
             except OSError:
@@ -50,17 +72,28 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
         raise
 
 
-def _score(model: str, meta: dict, data, out: Path, address, verbose: bool, fmt: str, batch_size: int) -> int:
+def load_model(model: str, meta: dict):
+    """The model folder loaded (``infer.LoadedModel``) with the task its ``meta`` names; weights that
+    do not fit model.json fail here, in one line."""
     from dlmine_ray.infer import LoadedModel
 
     with failing_as(f"cannot load the model in {model}"):
-        task = get_task(meta["task"])
-        LoadedModel(model, task=task)  # weights that do not fit model.json fail here, in one line
+        return LoadedModel(model, task=get_task(meta["task"]))
+
+
+def read_data(data, fmt: str, meta: dict):
+    """The Ray Dataset of ``data`` read as the model was fitted (its missing-value markers), and its
+    column names; DlmineError when it lacks a column the model needs. Inside a Ray session."""
+    ds = read_dataset(data, fmt, na_values=meta.get("na_values", []))
+    names, _ = dataset_columns(ds)
+    check_columns(names, meta)
+    return ds, names
+
+
+def _score(model: str, meta: dict, data, out: Path, address, verbose: bool, fmt: str, batch_size: int) -> int:
+    task = load_model(model, meta).task
     with ray_session(address, verbose):
-        # the missing-value markers the model was fitted with
-        ds = read_dataset(data, fmt, na_values=meta.get("na_values", []))
-        names, _ = dataset_columns(ds)
-        check_columns(names, meta)
+        ds, names = read_data(data, fmt, meta)
         keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in names)
         # the task object travels with the batches: a task registered only in this process scores too
         scored = score_dataset(ds, os.path.abspath(model), keep=keep, batch_size=batch_size, task=task)
