@@ -131,7 +131,8 @@ def test_dlmine_explain_writes_attributions_that_add_up(tmp_path, ray_local, cap
     diff = fx[np.arange(40), k] - fb[k]
     assert (np.asarray(model.info["classes"])[k] == attr["prediction"]).all()
     gap = np.abs(attr[features].sum(axis=1).to_numpy() - diff) / np.abs(diff)
-    assert np.median(gap) < 0.05, gap
+    # 48 steps make it nearly exact (measured ~0.2%); from the all-zero baseline it would be ~5%
+    assert np.median(gap) < 0.01, gap
 
     # fewer rows than asked: all of them; an existing output needs --overwrite
     assert main(["explain", "--model", str(out / "model"), "--data", str(tmp_path / "new.csv"), "--rows", "5000",
