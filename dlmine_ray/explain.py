@@ -13,7 +13,7 @@ over the plain torch module of a model folder (``infer.LoadedModel``), run in th
   are summed into one number per original column, which keeps completeness (a row's attributions
   add up to f(x) - f(baseline)); how far they miss, relative to that difference, is the
   completeness gap.
-- Permutation importance on test rows: the rise of the task's own loss (``Task.batch_sums``) when
+- Permutation importance on test rows: the rise of the task's own loss (``Task.eval_sums``) when
   one original column (a one-hot group together) is shuffled across rows.
 - A surrogate decision tree fitted to the deep model's predictions on training rows, with numeric
   columns back in their original units, written as rules; its fidelity is its agreement with the
@@ -105,6 +105,7 @@ class Explainer:
         self.info = loaded.info
         self.layout = Layout.of(loaded.prep)
         self.labels = self.task.output_labels(self.info)
+        self.stage = (loaded.meta.get("stages") or ["fit"])[-1]
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """The model's raw outputs for encoded rows."""
@@ -150,9 +151,13 @@ class Explainer:
         task, rng = self.task, np.random.default_rng(seed)
         target = torch.from_numpy(np.asarray(y)).to(task.target_torch_dtype())
 
+        # the validation statistics of the model's last stage, as the loop computes them (a task may
+        # define eval_sums without batch_sums)
+        stage, ctx = self.stage, {"info": self.info, "epoch": None}
+
         def loss(rows: np.ndarray) -> float:
             with torch.no_grad():
-                sums = task.batch_sums(self.model(torch.from_numpy(rows)), target)
+                sums = task.eval_sums(self.model, torch.from_numpy(rows), target, stage, ctx)
             return sums["loss_sum"] / max(sums["n"], 1.0)
 
         x = np.asarray(x, dtype=np.float32)
