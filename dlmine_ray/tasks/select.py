@@ -59,10 +59,6 @@ class SelectTask(ClassifyTask):
     baseline_name = "HGB on the chosen columns"
     headline = ("accuracy", "k")
 
-    def check_spec(self, spec):
-        if spec.select.k is not None and spec.select.k < 1:
-            raise ValueError("select.k must be at least 1")
-
     def check_data(self, profile, spec, trainable):
         super().check_data(profile, spec, trainable)
         d = spec.data
