@@ -139,3 +139,13 @@ def test_a_model_folder_without_its_mined_features_is_refused(augmented_run, tmp
     (model / "augment.npz").unlink()
     with pytest.raises(DlmineError, match="lacks the saved mined features"):
         LoadedModel(str(model))
+
+
+def test_explain_attributes_the_mined_columns_of_new_rows(augmented_run, tmp_path):
+    tmp, out, df, m = augmented_run
+    assert 0 <= m["ig_completeness_gap"] < 0.05, m["ig_completeness_gap"]  # the run's own, with mined inputs
+    df.drop(columns=["label"]).head(5).to_parquet(tmp_path / "new.parquet", index=False)
+    assert main(["explain", "--model", str(out / "model"), "--data", str(tmp_path / "new.parquet"), "--rows", "5",
+                 "--output", str(tmp_path / "ex.parquet")]) == 0
+    ex = pd.read_parquet(tmp_path / "ex.parquet")
+    assert len(ex) == 5 and {"u", "flag", "cluster_0", "anomaly_score"} <= set(ex.columns)
