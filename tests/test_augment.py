@@ -35,7 +35,8 @@ def augmented_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("augment")
     df = _table(400)
     df.to_parquet(tmp / "d.parquet", index=False)
-    job = write_job(tmp / "job.yaml", data={"path": str(tmp / "d.parquet")}, knowledge="off",
+    # the knowledge base on (conftest's temporary one): the run also describes the data for it
+    job = write_job(tmp / "job.yaml", data={"path": str(tmp / "d.parquet")},
                     augment=["clusters", "anomaly", "rules"], train={"epochs": 5, "batch_size": 64})
     out = tmp / "run"
     assert main(["run", job, "--output", str(out)]) == 0

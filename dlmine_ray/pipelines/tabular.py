@@ -95,6 +95,7 @@ def run(ctx: RunContext) -> RunResult:
         from dlmine_ray.tune.metafeatures import SAMPLE_ROWS, describe_rows
 
         x_m, y_m = _sample(sets["train"], n_train, SAMPLE_ROWS, seed + 3, with_target=True)
+        x_m = x_m[:, :prep.n_encoded]  # the data as it is, without mined columns (augment)
         ctx.dataset = describe_rows(profile, features, truth, categorical, x_m, y_m if task.target_kind else None,
                                     task.target_kind, seed, str(d.path))
     wanted = task.stage_samples(spec)
