@@ -150,3 +150,16 @@ def test_explain_attributes_the_mined_columns_of_new_rows(augmented_run, tmp_pat
                  "--output", str(tmp_path / "ex.parquet")]) == 0
     ex = pd.read_parquet(tmp_path / "ex.parquet")
     assert len(ex) == 5 and {"u", "flag", "cluster_0", "anomaly_score"} <= set(ex.columns)
+
+
+def test_a_regress_job_takes_augment_too(tmp_path, ray_local):
+    from conftest import make_frame
+
+    make_frame(200, kind="regress").to_parquet(tmp_path / "r.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", task="regress", knowledge="off", augment=["anomaly"],
+                    data={"path": str(tmp_path / "r.parquet"), "target": "target"})
+    assert main(["run", job, "--output", str(tmp_path / "run")]) == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["augment"] == {"anomaly": 1} and "r2" in m
+    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert meta["n_features"] == 4 + 3 + 1 and meta["feature_names"][-1] == "anomaly_score"  # a-d, color x3, score
