@@ -56,6 +56,8 @@ class Layout:
     groups: list[np.ndarray]
     units: dict[int, tuple[float, float]] = field(default_factory=dict)
     onehot: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: the baseline's values of the augmented positions (``augment``), which follow the encoded ones
+    augmented: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
     @classmethod
     def of(cls, prep) -> "Layout":
@@ -73,15 +75,25 @@ class Layout:
             out.groups.append(np.arange(j, j + len(cats)))
             out.onehot.update({j + k: (c, v) for k, v in enumerate(cats)})
             j += len(cats)
+        if prep.augment_ is not None:
+            # each mined column is a model input of its own, attributed from the mined features
+            # of the baseline row (a function of the encoded columns, not differentiable)
+            encoded_base = out.baseline()
+            out.augmented = prep.augment_.transform(encoded_base[None])[0]
+            for k, name in enumerate(prep.augment_.names_):
+                out.columns.append(name)
+                out.groups.append(np.array([j + k]))
         return out
 
     def baseline(self) -> np.ndarray:
         """The encoded row attributions start from: 0 (the training mean) for a numeric position,
-        1/k in a one-hot group of k."""
+        1/k in a one-hot group of k, and the mined features of that row at augmented positions."""
         out = np.zeros(sum(len(g) for g in self.groups), dtype=np.float32)
         for g in self.groups:
             if g[0] in self.onehot:
                 out[g] = 1.0 / len(g)
+        if len(self.augmented):
+            out[len(out) - len(self.augmented):] = self.augmented
         return out
 
     def grouped(self, a: np.ndarray) -> np.ndarray:

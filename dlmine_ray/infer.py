@@ -2,7 +2,9 @@
 predictions and ``dlmine predict`` both go through ``score_dataset``.
 
 A model folder holds ``model.pt`` (weights), ``preprocess.json`` (the fitted preprocessing),
-and ``model.json`` (task, model spec, target layout, input schema)."""
+and ``model.json`` (task, model spec, target layout, input schema); a model of a job with
+``augment`` also ``augment.json`` and ``augment.npz``, the miners whose columns the preprocessing
+appends (``mining/augment.py``)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,11 @@ class LoadedModel:
         self.meta = json.loads((p / MODEL_META).read_text())
         with failing_as(f"{p / PREPROCESS} is not a saved preprocessing (was it edited?)"):
             self.prep = TabularPreprocessor.load(p / PREPROCESS)
+        if self.prep.augment_kinds_:  # the mined features, saved beside it (augment.json, augment.npz)
+            from dlmine_ray.mining.augment import Augmenter
+
+            with failing_as(f"{p} lacks the saved mined features (augment.json, augment.npz) of its preprocessing"):
+                self.prep.augment_ = Augmenter.load(p)
         # the run that saved the model passes its task object (a task registered only there too)
         self.task = task if task is not None else get_task(self.meta["task"])
         self.info = self.meta["info"]

@@ -18,6 +18,7 @@ from pydantic_core import InitErrorDetails
 
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.tasks import DEFAULT_TASK, TASKS, get_task
+from dlmine_ray.tasks.base import AUGMENT_KINDS
 
 #: the fields of ``data`` that only some tasks read (each task lists those it reads in ``data_fields``)
 #: what a job's name may be (folders are named after it)
@@ -221,6 +222,10 @@ class JobSpec(_Strict):
         None, description="the knowledge base every run is recorded in: a file path or a SQLAlchemy URL "
                           "(postgresql+psycopg://...); 'off' records nothing. Default: $DLMINE_KNOWLEDGE, else "
                           "~/.dlmine/knowledge.db")
+    augment: list[Literal[AUGMENT_KINDS]] = Field(
+        default_factory=list, description="features mined from the training split and added to a supervised "
+                                          "model's inputs: soft cluster memberships, an anomaly score, hits of the "
+                                          "top association rules (saved with the model, applied at scoring)")
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
     storage: Optional[str] = Field(
@@ -302,6 +307,10 @@ class JobSpec(_Strict):
                                  f"task {self.task} {'learns without a target' if field == 'target' else 'does not read it'}"
                                  f"{hint}")
         task.check_spec(self)
+        if self.augment and not task.augments:
+            users = ", ".join(t.name for t in TASKS.values() if t.augments)
+            raise ValueError(f"augment: adds features to a supervised model's inputs; task {self.task} has none "
+                             f"(tasks that take it: {users})")
         if self.tune is not None and not task.tunable:
             raise ValueError(f"tune: model selection is not supported for task {self.task} yet")
         if d.target is not None and d.target in d.ignore:

@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: script -> its smoke arguments (see benchmarks/README.md); each takes 5-30 s on 2 cores
 SMOKE = {
+    "bench_augment.py": ["--smoke"],
     "bench_detect_scoring.py": ["--smoke"],
     "bench_fixed_cost.py": ["--smoke"],
     "bench_model_selection.py": ["--smoke"],

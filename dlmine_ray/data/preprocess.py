@@ -17,13 +17,15 @@ import numpy as np
 import pandas as pd
 
 from dlmine_ray.data.profile import DataProfile
+from dlmine_ray.errors import DlmineError
 
 
 class TabularPreprocessor:
     """Turns raw rows into a float32 ``features`` matrix and an encoded ``target``.
 
     Learned state (set by ``from_profile`` / ``load``): ``numeric_`` (column, mean, std),
-    ``categorical_`` (column, categories), ``target_info_``.
+    ``categorical_`` (column, categories), ``target_info_``, and ``augment_`` (an
+    ``augment.Augmenter`` whose mined columns follow the encoded ones, or None).
     """
 
     def __init__(self, target: Optional[str], target_kind: str, id_col: Optional[str] = None):
@@ -33,6 +35,9 @@ class TabularPreprocessor:
         self.numeric_: list[tuple[str, float, float]] = []
         self.categorical_: list[tuple[str, list[str]]] = []
         self.target_info_: dict[str, Any] = {}
+        self.augment_ = None
+        #: the augmenter's kinds a loaded preprocessing was saved with (infer.py attaches it)
+        self.augment_kinds_: list[str] = []
 
     # -- fitting -----------------------------------------------------------------------------
     @classmethod
@@ -67,16 +72,24 @@ class TabularPreprocessor:
         names = [c for c, _, _ in self.numeric_]
         for c, cats in self.categorical_:
             names.extend(f"{c}={v}" for v in cats)
-        return names
+        return names + (list(self.augment_.names_) if self.augment_ is not None else [])
 
     @property
     def feature_columns(self) -> list[str]:
         """The raw column of each column of the ``features`` matrix (a one-hot group's is one)."""
-        return [c for c, _, _ in self.numeric_] + [c for c, cats in self.categorical_ for _ in cats]
+        # an augmented column is its own feature
+        return ([c for c, _, _ in self.numeric_] + [c for c, cats in self.categorical_ for _ in cats]
+                + (list(self.augment_.names_) if self.augment_ is not None else []))
+
+    @property
+    def n_encoded(self) -> int:
+        """Columns of the encoding alone (before the augmented ones)."""
+        return len(self.numeric_) + sum(len(c) for _, c in self.categorical_)
 
     @property
     def n_features(self) -> int:
-        return len(self.numeric_) + sum(len(c) for _, c in self.categorical_)
+        """Columns of the ``features`` matrix: the encoded ones and the augmented ones."""
+        return self.n_encoded + (len(self.augment_.names_) if self.augment_ is not None else 0)
 
     @property
     def input_columns(self) -> list[str]:
@@ -85,9 +98,17 @@ class TabularPreprocessor:
 
     # -- transforming ------------------------------------------------------------------------
     def transform_features(self, df: pd.DataFrame) -> np.ndarray:
-        """Return the (rows, n_features) float32 matrix for a pandas batch."""
+        """Return the (rows, n_features) float32 matrix for a pandas batch: the encoded columns,
+        then the augmented ones computed from them."""
+        if self.augment_kinds_ and self.augment_ is None:
+            raise DlmineError(f"the saved preprocessing adds mined features ({', '.join(self.augment_kinds_)}) "
+                              "that were not loaded with it")
+        out = self._encode_features(df)
+        return out if self.augment_ is None else self.augment_.extend(out)
+
+    def _encode_features(self, df: pd.DataFrame) -> np.ndarray:
         n = len(df)
-        out = np.zeros((n, self.n_features), dtype=np.float32)
+        out = np.zeros((n, self.n_encoded), dtype=np.float32)
         j = 0
         for c, mean, std in self.numeric_:
             v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -128,7 +149,8 @@ class TabularPreprocessor:
     def to_dict(self) -> dict:
         return {"target": self.target, "target_kind": self.target_kind, "id_col": self.id_col,
                 "numeric": [list(t) for t in self.numeric_], "categorical": [list(t) for t in self.categorical_],
-                "target_info": self.target_info_}
+                "target_info": self.target_info_,
+                "augment": self.augment_.kinds if self.augment_ is not None else self.augment_kinds_}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TabularPreprocessor":
@@ -136,13 +158,19 @@ class TabularPreprocessor:
         self.numeric_ = [(c, float(m), float(s)) for c, m, s in d["numeric"]]
         self.categorical_ = [(c, list(v)) for c, v in d["categorical"]]
         self.target_info_ = d["target_info"]
+        self.augment_kinds_ = list(d.get("augment") or [])
         return self
 
     def save(self, path: Path) -> None:
+        """Write the JSON at ``path``, and the augmenter's files (if any) beside it."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        if self.augment_ is not None:
+            self.augment_.save(Path(path).parent)
 
     @classmethod
     def load(cls, path: Path) -> "TabularPreprocessor":
+        """The preprocessor saved at ``path``; one saved with an augmenter lists its kinds in
+        ``augment_kinds_`` and transforms nothing until it is attached (``infer.py`` does)."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

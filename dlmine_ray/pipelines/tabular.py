@@ -75,6 +75,8 @@ def run(ctx: RunContext) -> RunResult:
     kept = tuple(c for c in (d.id, truth) if c)
     encoded = _encode(ds, ctx, prep, kept)
     train_codes = (0, 2) if task.scores_every_row else (0,)
+    if spec.augment:
+        encoded = _augment(ctx, prep, encoded, train_codes)
     sets = {"train": _split(encoded, train_codes, ["features", "target"])}
     n_train = sets["train"].count()
     if n_train < 2:
@@ -93,6 +95,7 @@ def run(ctx: RunContext) -> RunResult:
         from dlmine_ray.tune.metafeatures import SAMPLE_ROWS, describe_rows
 
         x_m, y_m = _sample(sets["train"], n_train, SAMPLE_ROWS, seed + 3, with_target=True)
+        x_m = x_m[:, :prep.n_encoded]  # the data as it is, without mined columns (augment)
         ctx.dataset = describe_rows(profile, features, truth, categorical, x_m, y_m if task.target_kind else None,
                                     task.target_kind, seed, str(d.path))
     wanted = task.stage_samples(spec)
@@ -141,6 +144,9 @@ def run(ctx: RunContext) -> RunResult:
         metrics.update({"rows_train": r[0], "rows_valid": r[1], "rows_test": r[2]})
     # the label-free criteria the model was judged by (on sampled rows: Task.fit_reference)
     metrics.update({f"fit_{k}": fitted.best[k] for k in task.fit_metrics if k in fitted.best})
+    if prep.augment_ is not None:
+        metrics["augment"] = dict(prep.augment_.counts_)
+        result.report["augment"] = {"counts": dict(prep.augment_.counts_), "settings": prep.augment_.settings_}
     if explained is not None:
         metrics.update(explained.metrics)
         result.report["explanations"] = explained.report
@@ -185,6 +191,34 @@ def _explain(ctx: RunContext, model_dir: str, train, n_train: int, scored):
     if explained is None:
         ctx.reporter.info("no test rows to explain the model on")
     return explained
+
+
+def _augment(ctx: RunContext, prep: TabularPreprocessor, encoded, train_codes: tuple[int, ...]):
+    """Fit ``spec.augment``'s miners on a seeded sample of the training rows' encodings, attach
+    them to ``prep`` (so that the saved preprocessing applies them wherever rows are scored) and
+    return ``encoded`` with the added columns after each row's own."""
+    from dlmine_ray.mining.augment import SAMPLE_ROWS, Augmenter
+
+    spec = ctx.spec
+    ctx.reporter.stage("augmenting", f"{', '.join(spec.augment)} fitted on up to {SAMPLE_ROWS:,} training rows")
+    train = _split(encoded, train_codes, ["features"])
+    n_train = train.count()
+    if n_train < 10:
+        raise DlmineError(f"augment: the split leaves {n_train} training row(s); at least 10 are needed to mine "
+                          "features from")
+    x = _sample(train, n_train, SAMPLE_ROWS, spec.train.seed + 8)[0]
+    with failing_as("augment: fitting the mined features failed", RuntimeError):
+        aug = Augmenter(spec.augment, spec.train.seed).fit(x, prep.feature_names, len(prep.numeric_),
+                                                           [(m, sd) for _, m, sd in prep.numeric_])
+    ctx.reporter.info("augmented features: " + ", ".join(f"{n} {k}" for k, n in aug.counts_.items()))
+
+    def add(batch: dict) -> dict:
+        batch["features"] = aug.extend(batch["features"])
+        return batch
+
+    prep.augment_ = aug
+    with failing_as("augment: computing the mined features failed", RuntimeError):
+        return encoded.map_batches(add, batch_format="numpy").materialize()
 
 
 def _chosen_columns(run_dir: str) -> list[str]:

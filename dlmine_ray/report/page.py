@@ -184,6 +184,27 @@ def _profile_part(task, profile: dict, n_inputs: int) -> list[str]:
     return parts
 
 
+def augment_section(augment: dict) -> list[str]:
+    """The "Augmented features" part: which mined columns the model's inputs gained, how many,
+    and the fitted settings (the rules themselves, with lift and support)."""
+    counts, settings = augment["counts"], augment["settings"]
+    rows = []
+    for kind, n in counts.items():
+        s = settings.get(kind, {})
+        shown = {k: v for k, v in s.items() if k not in ("method", "chosen")}
+        rows.append({"kind": kind, "columns added": n, "how": s.get("method", ""),
+                     "settings": ", ".join(f"{k}={v}" for k, v in shown.items())})
+    parts = ["<h2>Augmented features</h2>",
+             f'<p class="muted">{sum(counts.values())} column(s) mined from a sample of the training split and '
+             'appended to the encoded inputs; saved with the model (augment.json, augment.npz) and computed the '
+             'same way when any row is scored. The baseline is trained on the same inputs.</p>',
+             table(pd.DataFrame(rows), left=("kind", "how", "settings"))]
+    for s in settings.values():  # the rules chosen as features, with their lift and support
+        if s.get("chosen"):
+            parts += ["<h3>Rule features</h3>", table(pd.DataFrame(s["chosen"]), left=("rule",))]
+    return parts
+
+
 def write_report(path: Path, task, spec, metrics: dict, *, profile: Optional[dict] = None,
                  history: Optional[list[dict]] = None, material: Optional[dict] = None,
                  info: Optional[dict] = None, leaderboard: Optional[pd.DataFrame] = None, base_spec=None,
@@ -203,6 +224,8 @@ def write_report(path: Path, task, spec, metrics: dict, *, profile: Optional[dic
         from dlmine_ray.report.explain import explanation_section
 
         parts += explanation_section(material["explanations"])
+    if (material or {}).get("augment"):
+        parts += augment_section(material["augment"])
     if history:
         parts.append("<h2>Learning curves</h2>")
         if len({h.get("stage") for h in history}) > 1:

@@ -27,6 +27,11 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 
+#: the miners a supervised job's ``augment`` may name (mining/augment.py): soft cluster
+#: memberships, an anomaly score, hits of the top association rules
+AUGMENT_KINDS = ("clusters", "anomaly", "rules")
+
+
 class Options(BaseModel):
     """Base of a task's section of the job spec (``job.<task name>.*``): unknown fields are refused."""
 
@@ -100,6 +105,9 @@ class Task:
     #: whether ``info`` gets ``feature_columns`` (the raw column of each encoded feature) before
     #: the first stage
     uses_feature_columns: bool = False
+    #: whether a job may add mined features (``augment``: cluster memberships, anomaly score,
+    #: rule hits) to the model's inputs: a task that learns a target from them
+    augments: bool = False
 
     # -- the job ---------------------------------------------------------------------------------
     def options_of(self, spec: Any) -> Optional[Options]:
@@ -272,6 +280,7 @@ class SupervisedTask(Task):
     default_target = "label"
     tunable = True
     explains = True
+    augments = True
     baseline_name = "HGB"
     result_file = "predictions.parquet"
 

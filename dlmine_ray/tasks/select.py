@@ -55,6 +55,7 @@ class SelectTask(ClassifyTask):
     options = SelectOptions
     tunable = False
     uses_feature_columns = True
+    augments = False  # it ranks the data's own columns
     result_file = "features.parquet"
     baseline_name = "HGB on the chosen columns"
     headline = ("accuracy", "k")
