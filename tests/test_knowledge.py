@@ -277,3 +277,28 @@ def test_bad_tune_input_is_one_line(doc, needle):
     with pytest.raises(DlmineError) as ei:
         spec_from_dict(doc)
     assert needle in str(ei.value) and "\n" not in str(ei.value)
+
+
+def _first_opener(url: str, worker: int, barrier) -> None:
+    barrier.wait(60)  # every process opens the fresh store at the same moment
+    KnowledgeBase(url).record({**_run(worker), "name": f"first-{worker}"}, _dataset("fp0"))
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_runs_that_create_the_store_at_once_all_open_it(store, tmp_path, request):
+    """Several runs that start together on a store nobody created yet (three jobs submitted at once
+    with a new knowledge: path) each create its tables; none may fail with 'table already exists'."""
+    ctx = mp.get_context("spawn")
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'kb{round_}.db'}" if store == "sqlite" else \
+            _fresh_postgres(request.getfixturevalue("postgres_url"), f"dlmine_first_open{round_}")
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_first_opener, args=(url, w, barrier)) for w in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * 6, f"round {round_}"
+        kb = KnowledgeBase(url)
+        assert len(kb.runs()) == 6 and len(kb.datasets()) == 1
+        assert kb.engine.dialect.name == ("sqlite" if store == "sqlite" else "postgresql")

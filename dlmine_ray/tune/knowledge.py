@@ -35,6 +35,7 @@ DEFAULT_PATH = "~/.dlmine/knowledge.db"
 ENV = "DLMINE_KNOWLEDGE"
 OFF = ("off", "none", "false", "no")
 SCHEMA_VERSION = 1
+_CREATE_TRIES = 5  # opens of a new store that race with other runs creating it
 
 
 def resolve(where: Optional[str]) -> Optional[str]:
@@ -72,6 +73,7 @@ class KnowledgeBase:
 
     def __init__(self, url: str):
         from sqlalchemy import create_engine, event, select
+        from sqlalchemy.exc import DBAPIError, IntegrityError
 
         self.url = url
         self.shown = shown = _safe(url)  # fit to print: no password
@@ -92,19 +94,34 @@ class KnowledgeBase:
                     cur.close()
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
-            self._md.create_all(self.engine)
-            info = self._md.tables["info"]
-            with self.engine.begin() as conn:
-                row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
-                if row is None:
-                    conn.execute(info.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise DlmineError(f"knowledge base {shown} was written by a newer dlmine_ray (schema "
-                                      f"{row[0]}); upgrade dlmine_ray")
+            for attempt in range(_CREATE_TRIES):
+                try:
+                    self._create(select)
+                    break
+                except DBAPIError as err:
+                    # Runs that start together on a new store each check that a table is missing, then
+                    # create it: all but the first fail with "already exists" (or on the version row's key).
+                    # The tables are there now; another try finds them. Other errors are reported at once.
+                    if attempt == _CREATE_TRIES - 1 or not (isinstance(err, IntegrityError)
+                                                            or "already exists" in str(err)):
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
         except DlmineError:
             raise
         except Exception as err:
             raise DlmineError(f"knowledge base {shown} cannot be opened: {first_line(err)}") from None
+
+    def _create(self, select) -> None:
+        """Create the tables that are missing and check the schema version."""
+        self._md.create_all(self.engine)
+        info = self._md.tables["info"]
+        with self.engine.begin() as conn:
+            row = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).first()
+            if row is None:
+                conn.execute(info.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise DlmineError(f"knowledge base {self.shown} was written by a newer dlmine_ray (schema "
+                                  f"{row[0]}); upgrade dlmine_ray")
 
     @classmethod
     def open(cls, where: Optional[str]) -> Optional["KnowledgeBase"]:
