@@ -30,7 +30,8 @@ import time
 import numpy as np
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-SELECTORS = ("gates", "deep_permutation", "mutual_info", "l1_logistic", "hgb_permutation")
+from dlmine_ray.tasks.select import SELECTORS  # noqa: E402  (after the environment is set)
+
 #: (builtin dataset, k): the cases the issue names
 CASES = [("digits", 10), ("digits", 20), ("breast_cancer", 5)]
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.tasks.base import Options, Results, StageSetup
-from dlmine_ray.tasks.classify import ClassifyTask
+from dlmine_ray.tasks.classify import ClassifyTask, _class_indices
 
 #: the selectors, in the order tables show them: the deep ones first
 SELECTORS = ("gates", "deep_permutation", "mutual_info", "l1_logistic", "hgb_permutation")
@@ -209,7 +209,7 @@ class SelectTask(ClassifyTask):
         test_acc = {}
         if baseline is not None:
             x = np.concatenate(xs)
-            truth = _class_codes(res.table[spec.data.target].to_numpy(), info["classes"])
+            truth = _class_indices(res.table[spec.data.target].to_numpy(), info["classes"])
             for name, (cols, model) in baseline.items():
                 test_acc[name] = float(accuracy_score(truth, model.predict(x[:, cols])))
                 metrics[f"hgb_{name}_accuracy"] = test_acc[name]
@@ -381,11 +381,6 @@ def _hgb_permutation(x_tr, y_tr, x_va, y_va, group_of, n_groups, seed) -> np.nda
 
     model = HistGradientBoostingClassifier(random_state=seed, max_iter=100).fit(x_tr, y_tr)
     return _permutation_drop(model.predict, x_va, y_va, group_of, n_groups, seed)
-
-
-def _class_codes(values, classes) -> np.ndarray:
-    index = {str(c): i for i, c in enumerate(classes)}
-    return np.array([index[str(v)] for v in np.asarray(values, dtype=object)], dtype=np.int64)
 
 
 def _features_table(sel: dict) -> pd.DataFrame:

@@ -390,7 +390,9 @@ def _report(env: LoopEnv, metrics: dict, best: dict, stop: bool, ckpt_dir: Optio
 def _report_finished(env: LoopEnv, best_state: dict, history: list, best: dict, resume: dict) -> None:
     """A restored run that had already finished (a finished stage of a resumed run): report its
     last epoch again with its final checkpoint, so that the trainer's result is that checkpoint."""
-    resume = {k: v for k, v in resume.items() if k != "best_state"}  # held once, as MODEL_STATE
+    # the best weights are held once, as MODEL_STATE (and so is the model when it is the best)
+    resume = {**{k: v for k, v in resume.items() if k != "best_state"},
+              "model": None if resume["model"] is best_state else resume["model"]}
     ckpt_dir = _write_checkpoint(best_state, history, best, resume) if env.rank == 0 else None
     _report(env, history[-1], best, True, ckpt_dir)
 

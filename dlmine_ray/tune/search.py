@@ -162,7 +162,6 @@ class _Search:
     mode: str
     reporter: Any = None
     values: dict = field(default_factory=dict)  # trial id -> its value of the metric (None: none)
-    restored: int = 0  # trials that had ended before an interrupted search was restored
 
 
 #: the searches running in this process, by experiment name
@@ -206,7 +205,6 @@ class _TrialEnds(Callback):
         live.ends.update(state.get("ends", {}))
         live.stopped.update(state.get("stopped", []))
         live.values.update(state.get("values", {}))
-        live.restored = len(live.ends)
         if live.reporter is not None:
             live.reporter.trials_restored(list(live.values.values()))
 
