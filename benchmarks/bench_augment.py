@@ -10,8 +10,9 @@ all (dataset, seed) pairs. With 3 seeds an interval over seeds is coarse: read t
     python benchmarks/bench_augment.py [--seeds 3] [--epochs 40] [--corpus ../shared/corpus] [--json PATH]
     python benchmarks/bench_augment.py --smoke    # builtin breast_cancer, 1 seed, 2 epochs
 
-The mined features are the first increments of mining/augment.py (k-means memberships,
-IsolationForest score, rule hits from the exact miner), not the cluster/detect tasks' deep models."""
+``--models tasks`` (default) mines clusters and anomaly with the cluster and detect tasks' own models;
+``--models classic`` with k-means memberships and an IsolationForest score. Rules come from the
+project's exact miner either way. Each run's own ``augment_gain`` is off: this script pairs them."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ DATASETS = ["credit_card_acceptance", "olive_oil_area", "concrete_strength", "co
 METRIC = {"classify": "accuracy", "regress": "r2"}
 
 
-def run_pair(path: str, task: str, target: str, seed: int, epochs: int, out_root: str, name: str) -> dict:
+def run_pair(path: str, task: str, target: str, seed: int, epochs: int, out_root: str, name: str,
+             models: str = "tasks") -> dict:
     """Test metric of the job without and with augment (same split and training seed)."""
     import dlmine_ray
 
@@ -41,7 +43,8 @@ def run_pair(path: str, task: str, target: str, seed: int, epochs: int, out_root
                "data": {"path": path, "target": target, "split": {"valid": 0.15, "test": 0.2, "seed": seed}},
                "model": {"hidden": [128, 64], "dropout": 0.1},
                "train": {"epochs": epochs, "batch_size": 64, "seed": seed},
-               "augment": augment, "compare_baselines": False, "knowledge": "off"}
+               "augment": augment, "augment_models": models, "augment_gain": 0,  # the pairing is this script's
+               "compare_baselines": False, "knowledge": "off"}
         t0 = time.perf_counter()
         res = dlmine_ray.run_job(job, os.path.join(out_root, job["name"]), quiet=True)
         out[label] = float(res.metrics[METRIC[task]])
@@ -69,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--corpus", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus"))
     ap.add_argument("--datasets", nargs="*", default=None, help=f"corpus names (default: {' '.join(DATASETS)})")
+    ap.add_argument("--models", choices=["tasks", "classic"], default="tasks",
+                    help="what mines clusters and anomaly: the cluster/detect tasks' models (default) or "
+                         "k-means/IsolationForest")
     ap.add_argument("--json", help="write every pair's figures here")
     ap.add_argument("--smoke", action="store_true", help="builtin breast_cancer, 1 seed, 2 epochs: checks that it runs")
     args = ap.parse_args(argv)
@@ -87,7 +93,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as out_root, ray_session(num_cpus=args.cpus, object_store_mb=512):
         for name, path, task, target in cases:
             for seed in range(args.seeds):
-                r = run_pair(path, task, target, seed, args.epochs, out_root, name)
+                r = run_pair(path, task, target, seed, args.epochs, out_root, name, args.models)
                 r.update({"dataset": name, "task": task, "metric": METRIC[task], "seed": seed})
                 rows.append(r)
                 print(f"{name} seed={seed}: {r['metric']} plain {r['plain']:.4f}, augment {r['augment']:.4f}, "

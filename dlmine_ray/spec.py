@@ -226,6 +226,14 @@ class JobSpec(_Strict):
         default_factory=list, description="features mined from the training split and added to a supervised "
                                           "model's inputs: soft cluster memberships, an anomaly score, hits of the "
                                           "top association rules (saved with the model, applied at scoring)")
+    augment_gain: int = Field(
+        3, ge=0, le=20, description="augment: training seeds over which the run compares its model with and without "
+                                    "the mined columns on the test split (a paired difference with its interval, "
+                                    "in metrics.json and the report); each seed trains the model twice. 0 = off")
+    augment_models: Literal["tasks", "classic"] = Field(
+        "tasks", description="augment: what mines the clusters and anomaly columns: the cluster and detect tasks' "
+                             "own models (with this job's cluster: and detect: settings), or scikit-learn's k-means "
+                             "and IsolationForest")
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
     storage: Optional[str] = Field(

@@ -37,7 +37,8 @@ def augmented_run(tmp_path_factory):
     df.to_parquet(tmp / "d.parquet", index=False)
     # the knowledge base on (conftest's temporary one): the run also describes the data for it
     job = write_job(tmp / "job.yaml", data={"path": str(tmp / "d.parquet")},
-                    augment=["clusters", "anomaly", "rules"], train={"epochs": 5, "batch_size": 64})
+                    augment=["clusters", "anomaly", "rules"], augment_gain=2, train={"epochs": 5, "batch_size": 64},
+                    cluster={"init": "kmeans", "refine_epochs": 3})
     out = tmp / "run"
     assert main(["run", job, "--output", str(out)]) == 0
     return tmp, out, df, json.loads((out / "metrics.json").read_text())
@@ -99,12 +100,12 @@ def test_rule_features_are_0_1_and_match_the_rule_on_hand_checked_rows():
     assert hits[:, 0].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
 
 
-def test_cluster_memberships_and_anomaly_score_follow_their_formulas(tmp_path):
+def test_classic_cluster_memberships_and_anomaly_score_follow_their_formulas(tmp_path):
     from sklearn.ensemble import IsolationForest
 
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(-3, 1, (100, 3)), rng.normal(3, 1, (100, 3))]).astype(np.float32)
-    aug = Augmenter(["clusters", "anomaly"], seed=2).fit(x, ["a", "b", "c"], n_numeric=3)
+    aug = Augmenter(["clusters", "anomaly"], seed=2, models="classic").fit(x, ["a", "b", "c"], n_numeric=3)
     assert aug.counts_ == {"clusters": 2, "anomaly": 1}  # two blobs: silhouette picks k = 2
     z = aug.transform(x[:5])
     mu = aug.arrays_["centroids"]
@@ -163,3 +164,52 @@ def test_a_regress_job_takes_augment_too(tmp_path, ray_local):
     assert m["augment"] == {"anomaly": 1} and "r2" in m
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert meta["n_features"] == 4 + 3 + 1 and meta["feature_names"][-1] == "anomaly_score"  # a-d, color x3, score
+
+
+def test_task_models_mine_memberships_and_scores_as_the_tasks_own_models_do(tmp_path):
+    """augment_models: tasks (the default): the cluster task's model gives the memberships and the
+    detect task's model the score, trained by the run's own stage loop."""
+    import torch
+
+    from dlmine_ray.tasks import get_task
+    from dlmine_ray.train.stages import fit_rows
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-3, 1, (150, 3)), rng.normal(3, 1, (150, 3))]).astype(np.float32)
+    options = {"cluster": {"init": "kmeans", "refine_epochs": 3}, "detect": {}}
+    aug = Augmenter(["clusters", "anomaly"], seed=2, options=options).fit(x, ["a", "b", "c"], n_numeric=3,
+                                                                          trainer=fit_rows)
+    assert aug.models == "tasks" and aug.counts_ == {"clusters": 2, "anomaly": 1}  # two blobs: k = 2
+    assert aug.task_models_["clusters"]["task"] == "cluster" and aug.task_models_["anomaly"]["task"] == "detect"
+    z = aug.transform(x)
+    np.testing.assert_allclose(z[:, :2].sum(axis=1), 1.0, rtol=1e-5)
+    # the memberships are the cluster model's q, and the blobs fall in different clusters
+    held = aug.task_models_["clusters"]
+    net = get_task("cluster").build_model(3, held["info"], held["model"])
+    net.load_state_dict({k.split(":", 1)[1]: torch.from_numpy(v) for k, v in aug.arrays_.items()
+                         if k.startswith("clusters_state:")}, strict=False)
+    with torch.no_grad():
+        q = net.eval()(torch.from_numpy(x), out="q").numpy()
+    np.testing.assert_allclose(z[:, :2], q, rtol=1e-5, atol=1e-6)
+    assert z[:150, :2].argmax(1).tolist().count(z[0, :2].argmax()) > 140
+    assert z[150:, :2].argmax(1).tolist().count(1 - z[0, :2].argmax()) > 140
+    # a row far from both blobs scores above every training row
+    far = aug.transform(np.array([[30.0, -30.0, 30.0]], dtype=np.float32))
+    assert far[0, 2] > z[:, 2].max()
+    # the saved state (weights as arrays, no pickle) scores the same after loading
+    aug.save(tmp_path)
+    np.testing.assert_allclose(Augmenter.load(tmp_path).transform(x), z, rtol=1e-6)
+
+
+def test_the_run_reports_the_paired_gain_over_seeds(augmented_run):
+    _, out, _, m = augmented_run
+    gain = m["augment_gain"]
+    assert gain["metric"] == "accuracy" and gain["seeds"] == [0, 1] and len(gain["with"]) == 2
+    assert gain["rows_test"] == m["rows_test"] and 0 < gain["rows_train"] <= m["rows_train"]
+    np.testing.assert_allclose(gain["diff"], np.subtract(gain["with"], gain["without"]))
+    assert gain["mean_diff"] == pytest.approx(np.mean(gain["diff"]))
+    low, high = gain["diff_ci"]
+    assert low <= gain["mean_diff"] <= high and high - low < 0.5
+    assert all(0.0 <= a <= 1.0 for a in gain["with"] + gain["without"])
+    page = (out / "report.html").read_text()
+    assert "Gain from the mined columns" in page and f"{gain['mean_diff']:+.4f}" in page

@@ -3,13 +3,16 @@ regress job), fitted on a seeded sample of the training split's encoded rows and
 encoded features by the preprocessor (``TabularPreprocessor.augment_``), so that training, a
 run's scoring, ``dlmine predict`` and ``dlmine explain`` compute them the same way.
 
-- clusters: k-means (scikit-learn) on the encoded features, k from 2..8 by silhouette on a
-  sample; each row's soft memberships with DEC's Student-t kernel,
-  q_ij ∝ (1 + ||x_i - mu_j||^2)^-1, normalised over j. (A first increment: the cluster task's
-  own autoencoder + DEC model is not reused.)
-- anomaly: an IsolationForest (scikit-learn) score, 2^(-E[h(x)]/c(n)) (higher: more anomalous).
-  Its trees are saved as plain arrays and scored here, so that a model folder holds no pickle.
-  (A first increment: the detect task's autoencoder is not reused.)
+- clusters: soft memberships of each row in the clusters of the cluster task's own model (a
+  denoising autoencoder, initial clusters, DEC refinement: tasks/cluster.py, with the job's
+  ``cluster:`` settings), trained in this process by the same stage loop as a run
+  (``train.stages.run_stages``). With ``augment_models: classic``: k-means (scikit-learn) on the
+  encoded features, k from 2..8 by silhouette on a sample, memberships with DEC's Student-t
+  kernel, q_ij ∝ (1 + ||x_i - mu_j||^2)^-1, normalised over j.
+- anomaly: the anomaly score of the detect task's own model (tasks/detect.py, with the job's
+  ``detect:`` settings), trained the same way. With ``augment_models: classic``: an
+  IsolationForest (scikit-learn) score, 2^(-E[h(x)]/c(n)) (higher: more anomalous), its trees
+  saved as plain arrays and scored here, so that a model folder holds no pickle.
 - rules: numeric encoded columns cut into training-quantile tertiles, one-hot columns as items
   (value 1), frequent itemsets from the project's exact miner (``mining.local.mine_csr``), rules
   with ``mining.itemsets.association_rules``; the top ``RULES_K`` distinct itemsets of the rules
@@ -17,7 +20,8 @@ run's scoring, ``dlmine predict`` and ``dlmine explain`` compute them the same w
 
 Every item is an interval ``lo < x[:, column] <= hi`` of one encoded column, so that a rule is
 checked by the same comparison at fit and at scoring. The fitted state is ``augment.json``
-(settings, names) and ``augment.npz`` (arrays) next to ``preprocess.json``."""
+(settings, names; a task model's info and shape) and ``augment.npz`` (arrays; a task model's
+weights, one array a tensor) next to ``preprocess.json``."""
 
 from __future__ import annotations
 
@@ -35,29 +39,45 @@ K_RANGE = range(2, 9)
 TREES, TREE_SAMPLES = 100, 256
 RULES_K, RULES_MIN_SUPPORT, RULES_MIN_CONFIDENCE, RULES_MAX_LEN = 20, 0.1, 0.5, 3
 JSON_FILE, NPZ_FILE = "augment.json", "augment.npz"
+#: how the clusters and anomaly columns are mined: the project's own task models, or scikit-learn's
+MODELS = ("tasks", "classic")
+#: share of the sampled training rows a task model validates on (its early stopping)
+TASK_VALID = 0.1
 
 
 class Augmenter:
     """Appends mined features to an encoded matrix: ``extend(x)`` returns ``[x, added]``.
 
     Learned state (set by ``fit`` / ``load``): ``names_`` (one per added column), ``counts_``
-    (kind -> columns added), ``settings_`` (what was fitted, for the report), ``arrays_``."""
+    (kind -> columns added), ``settings_`` (what was fitted, for the report), ``arrays_``,
+    ``task_models_`` (kind -> the task model's task, final info and shape)."""
 
-    def __init__(self, kinds: list[str], seed: int = 0):
+    def __init__(self, kinds: list[str], seed: int = 0, models: str = "tasks", options: Optional[dict] = None):
+        """``options``: the job's sections of the mining tasks (``{"cluster": {...}, "detect": {...}}``),
+        the settings of the task models."""
+        if models not in MODELS:
+            raise ValueError(f"augment models must be one of {MODELS}, not {models!r}")
         self.kinds = [k for k in KINDS if k in kinds]
         self.seed = seed
+        self.models = models
+        self.options = dict(options or {})
+        self._nets: dict = {}  # kind -> the task model, rebuilt from arrays_ on first use
+        self._trainer = None
         self.names_: list[str] = []
         self.counts_: dict[str, int] = {}
         self.settings_: dict = {}
         self.arrays_: dict[str, np.ndarray] = {}
+        self.task_models_: dict[str, dict] = {}  # kind -> task, final info, model shape (models: tasks)
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, x: np.ndarray, names: list[str], n_numeric: int,
-            units: Optional[list[tuple[float, float]]] = None) -> "Augmenter":
+            units: Optional[list[tuple[float, float]]] = None, trainer=None) -> "Augmenter":
         """Fit on encoded training rows ``x`` whose first ``n_numeric`` columns are standardised
         numeric ones (``units``: their (mean, std), to name rule items in original units) and
-        the rest one-hot columns; returns self."""
+        the rest one-hot columns; returns self. ``trainer`` trains a task model on rows
+        (``train.stages.fit_rows``; needed with models "tasks")."""
         x = np.asarray(x, dtype=np.float32)
+        self._trainer = trainer
         for kind in self.kinds:
             added, self.settings_[kind] = getattr(self, f"_fit_{kind}")(x, names, n_numeric, units or [])
             self.names_ += added
@@ -65,6 +85,12 @@ class Augmenter:
         return self
 
     def _fit_clusters(self, x, names, n_numeric, units) -> list[str]:
+        if self.models == "tasks":
+            info = self._fit_task("clusters", x, names)
+            settings = {"method": "the cluster task's model (autoencoder, initial clusters, DEC), memberships q",
+                        "k": int(info["k"]), "init": info.get("init"), "rows": len(x),
+                        "silhouette_by_k": info.get("k_scores", {})}
+            return [f"cluster_{j}" for j in range(int(info["k"]))], settings
         from sklearn.cluster import KMeans
         from sklearn.metrics import silhouette_score
 
@@ -86,6 +112,11 @@ class Augmenter:
         return [f"cluster_{j}" for j in range(len(centroids))], settings
 
     def _fit_anomaly(self, x, names, n_numeric, units) -> list[str]:
+        if self.models == "tasks":
+            info = self._fit_task("anomaly", x, names)
+            settings = {"method": f"the detect task's model ({info.get('method')}), log(1 + its anomaly score)",
+                        "rows": len(x)}
+            return ["anomaly_score"], settings
         from sklearn.ensemble import IsolationForest
         from sklearn.ensemble._iforest import _average_path_length
 
@@ -114,6 +145,52 @@ class Augmenter:
         settings = {"method": "IsolationForest (scikit-learn), score 2^(-E[h]/c(n))",
                     "trees": TREES, "max_samples": int(iso.max_samples_), "rows": len(x)}
         return ["anomaly_score"], settings
+
+    def _task_spec(self, task):
+        from dlmine_ray.spec import JobSpec
+
+        return JobSpec.model_validate({"name": f"augment-{task.name}", "task": task.name, "knowledge": "off",
+                                       "compare_baselines": False, "train": {"seed": self.seed},
+                                       task.name: self.options.get(task.name) or {}})
+
+    def _fit_task(self, kind: str, x: np.ndarray, names: list[str]) -> dict:
+        """Train the task model of ``kind`` on rows ``x`` with ``fit``'s trainer (every stage, the
+        run's own loop; a seeded tenth of the rows validates), keep its weights in ``arrays_``,
+        and return its final info."""
+        if self._trainer is None:
+            raise ValueError("augment models 'tasks' need a trainer (train.stages.fit_rows) passed to fit")
+        task = _task_of(kind)
+        spec = self._task_spec(task)
+        order = np.random.default_rng(self.seed + 9).permutation(len(x))
+        n_valid = int(len(x) * TASK_VALID) if len(x) >= 50 else 0
+        dummy = np.zeros(len(x), dtype=np.int64)
+        valid = (x[order[:n_valid]], dummy[:n_valid]) if n_valid else None
+        _, out = self._trainer(task, spec, x[order[n_valid:]], dummy[n_valid:], valid,
+                               samples={k: x for k in task.stage_samples(spec)}, names=names)
+        for name, tensor in out.state.items():
+            self.arrays_[f"{kind}_state:{name}"] = tensor.numpy()
+        keep_info = {k: v for k, v in out.info.items() if k != "feature_names"}
+        self.task_models_[kind] = {"task": task.name, "info": keep_info, "model": spec.model.model_dump(),
+                                   "n_features": int(x.shape[1])}
+        return out.info
+
+    def _net(self, kind: str):
+        """The task model of ``kind``, rebuilt from its saved weights (once)."""
+        net = self._nets.get(kind)
+        if net is None:
+            import torch
+
+            from dlmine_ray.tasks import get_task
+
+            held = self.task_models_[kind]
+            net = get_task(held["task"]).build_model(held["n_features"], held["info"], held["model"])
+            prefix = f"{kind}_state:"
+            state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in self.arrays_.items()
+                     if k.startswith(prefix)}
+            net.load_state_dict(state, strict=False)
+            net.eval()
+            self._nets[kind] = net
+        return net
 
     def _fit_rules(self, x, names, n_numeric, units) -> list[str]:
         from dlmine_ray.mining.itemsets import association_rules, min_count_for
@@ -178,12 +255,22 @@ class Augmenter:
         return np.concatenate([np.asarray(x, dtype=np.float32), self.transform(x)], axis=1)
 
     def _clusters(self, x):
+        if self.models == "tasks":
+            from dlmine_ray.tasks.unsupervised import model_outputs
+
+            k = int(self.task_models_["clusters"]["info"]["k"])
+            return model_outputs(self._net("clusters"), x)[:, :k]
         mu = self.arrays_["centroids"]
         d2 = (x.astype(np.float64) ** 2).sum(1)[:, None] - 2 * x.astype(np.float64) @ mu.T + (mu ** 2).sum(1)[None]
         q = 1.0 / (1.0 + np.maximum(d2, 0.0))
         return q / q.sum(axis=1, keepdims=True)
 
     def _anomaly(self, x):
+        if self.models == "tasks":
+            from dlmine_ray.tasks.unsupervised import model_outputs
+
+            # the score is a ratio to the training rows' median (unbounded above): log1p tames its scale
+            return np.log1p(np.maximum(model_outputs(self._net("anomaly"), x)[:, :1], 0.0))
         a = self.arrays_
         left, right, feat, thr, leaf = a["iso_left"], a["iso_right"], a["iso_feature"], a["iso_threshold"], a["iso_leaf"]
         rows = np.arange(len(x))
@@ -209,21 +296,28 @@ class Augmenter:
                 out[:, r] &= held[:, i]
         return out.astype(np.float32)
 
+    def __getstate__(self):  # what travels to Ray workers: no trainer, no built models
+        return {**self.__dict__, "_trainer": None, "_nets": {}}
+
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         """Write ``augment.json`` and ``augment.npz`` into ``folder``."""
         folder = Path(folder)
         np.savez(folder / NPZ_FILE, **self.arrays_)
-        (folder / JSON_FILE).write_text(json.dumps({"kinds": self.kinds, "seed": self.seed, "names": self.names_,
-                                                    "counts": self.counts_, "settings": self.settings_}, indent=1))
+        (folder / JSON_FILE).write_text(json.dumps({"kinds": self.kinds, "seed": self.seed, "models": self.models,
+                                                    "options": self.options, "task_models": self.task_models_,
+                                                    "names": self.names_,
+                                                    "counts": self.counts_, "settings": self.settings_}, indent=1,
+                                                   default=_numpy_json))
 
     @classmethod
     def load(cls, folder: Path) -> "Augmenter":
         """The augmenter saved in ``folder``."""
         folder = Path(folder)
         d = json.loads((folder / JSON_FILE).read_text())
-        self = cls(d["kinds"], d["seed"])
+        self = cls(d["kinds"], d["seed"], d.get("models", "classic"), d.get("options"))
         self.names_, self.counts_, self.settings_ = list(d["names"]), dict(d["counts"]), d["settings"]
+        self.task_models_ = d.get("task_models", {})
         with np.load(folder / NPZ_FILE, allow_pickle=False) as z:
             self.arrays_ = {k: z[k] for k in z.files}
         return self
@@ -233,3 +327,21 @@ def _holds(x: np.ndarray, cols: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> n
     """(rows, items) bool: whether each row's encoded column ``cols[i]`` lies in (lo[i], hi[i]]."""
     v = np.asarray(x, dtype=np.float32)[:, cols].astype(np.float64)
     return (v > lo[None]) & (v <= hi[None])
+
+
+
+def _task_of(kind: str):
+    """The registered task whose model mines ``kind`` (its ``augment_kind``)."""
+    from dlmine_ray.tasks import TASKS
+
+    for task in TASKS.values():
+        if task.augment_kind == kind:
+            return task
+    raise ValueError(f"no task mines augment kind {kind!r}")
+
+
+def _numpy_json(v):
+    """JSON for the numpy scalars and arrays in a task model's info."""
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    raise TypeError(f"not JSON-able: {type(v).__name__}")

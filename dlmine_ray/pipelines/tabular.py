@@ -136,6 +136,13 @@ def run(ctx: RunContext) -> RunResult:
     with failing_as("scoring failed", RuntimeError):
         result = task.results(batches, fitted.info, spec, baseline, profile.n_rows)
     explained = _explain(ctx, model_dir, sets["train"], n_train, scored_rows) if task.explains else None
+    gain = None
+    if prep.augment_ is not None and not task.scores_every_row:
+        from dlmine_ray.pipelines.gain import augment_gain
+
+        with failing_as("augment gain: training the paired models failed", RuntimeError):
+            gain = augment_gain(ctx, fitted.run_spec, sets, {"train": n_train, "valid": n_valid}, scored_rows, r[2],
+                                prep.n_encoded, info, _sample)
 
     metrics: dict[str, Any] = {"task": spec.task, **result.metrics}
     if task.scores_every_row:
@@ -146,7 +153,10 @@ def run(ctx: RunContext) -> RunResult:
     metrics.update({f"fit_{k}": fitted.best[k] for k in task.fit_metrics if k in fitted.best})
     if prep.augment_ is not None:
         metrics["augment"] = dict(prep.augment_.counts_)
-        result.report["augment"] = {"counts": dict(prep.augment_.counts_), "settings": prep.augment_.settings_}
+        result.report["augment"] = {"counts": dict(prep.augment_.counts_), "settings": prep.augment_.settings_,
+                                    "gain": gain}
+        if gain is not None:
+            metrics["augment_gain"] = gain
     if explained is not None:
         metrics.update(explained.metrics)
         result.report["explanations"] = explained.report
@@ -198,6 +208,8 @@ def _augment(ctx: RunContext, prep: TabularPreprocessor, encoded, train_codes: t
     them to ``prep`` (so that the saved preprocessing applies them wherever rows are scored) and
     return ``encoded`` with the added columns after each row's own."""
     from dlmine_ray.mining.augment import SAMPLE_ROWS, Augmenter
+    from dlmine_ray.tasks import TASKS
+    from dlmine_ray.train.stages import fit_rows
 
     spec = ctx.spec
     ctx.reporter.stage("augmenting", f"{', '.join(spec.augment)} fitted on up to {SAMPLE_ROWS:,} training rows")
@@ -208,8 +220,10 @@ def _augment(ctx: RunContext, prep: TabularPreprocessor, encoded, train_codes: t
                           "features from")
     x = _sample(train, n_train, SAMPLE_ROWS, spec.train.seed + 8)[0]
     with failing_as("augment: fitting the mined features failed", RuntimeError):
-        aug = Augmenter(spec.augment, spec.train.seed).fit(x, prep.feature_names, len(prep.numeric_),
-                                                           [(m, sd) for _, m, sd in prep.numeric_])
+        sections = spec.model_dump()
+        options = {t.name: sections.get(t.name) for t in TASKS.values() if t.augment_kind}
+        aug = Augmenter(spec.augment, spec.train.seed, spec.augment_models, options).fit(
+            x, prep.feature_names, len(prep.numeric_), [(m, sd) for _, m, sd in prep.numeric_], trainer=fit_rows)
     ctx.reporter.info("augmented features: " + ", ".join(f"{n} {k}" for k, n in aug.counts_.items()))
 
     def add(batch: dict) -> dict:

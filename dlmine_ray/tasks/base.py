@@ -108,6 +108,8 @@ class Task:
     #: whether a job may add mined features (``augment``: cluster memberships, anomaly score,
     #: rule hits) to the model's inputs: a task that learns a target from them
     augments: bool = False
+    #: the ``augment`` kind this task's model mines for supervised jobs (mining/augment.py), or None
+    augment_kind: Optional[str] = None
 
     # -- the job ---------------------------------------------------------------------------------
     def options_of(self, spec: Any) -> Optional[Options]:
@@ -230,6 +232,11 @@ class Task:
     def predict_columns(self, outputs: np.ndarray, info: dict) -> dict[str, np.ndarray]:
         """Prediction columns for a batch of raw model outputs."""
         raise NotImplementedError
+
+    def weighted_score(self, w: np.ndarray, outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The first ``headline`` metric of raw model ``outputs`` against the encoded target ``y``,
+        for each row-weight vector of ``w`` (replicates, rows); a supervised task says how."""
+        raise NotImplementedError(f"task {self.name} has no weighted score")
 
     def fit_baseline(self, x_train: np.ndarray, y_train: np.ndarray, info: dict, spec: Any):
         """The classic model the deep one is compared with, fitted on encoded training rows (used by

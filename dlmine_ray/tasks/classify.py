@@ -91,6 +91,11 @@ class ClassifyTask(SupervisedTask):
             out["roc_auc"] = bs.macro_ovr_auc(w, np.searchsorted(present, y), p)
         return out
 
+    def weighted_score(self, w, outputs, y):
+        from dlmine_ray.tasks.bootstrap import accuracy
+
+        return accuracy(w, np.asarray(y).astype(np.int64), outputs.argmax(axis=1))
+
     def fit_baseline(self, x_train, y_train, info, spec):
         from sklearn.ensemble import HistGradientBoostingClassifier
 

@@ -68,6 +68,7 @@ class ClusterTask(UnsupervisedTask):
     result_file = "clusters.parquet"
     headline = ("nmi", "silhouette")
     tunable = True
+    augment_kind = "clusters"  # soft memberships / the anomaly score, as a supervised job's mined columns
     #: without labels, a fit is judged by the silhouette of its clusters on sampled rows of the
     #: model's inputs: the same space for every trial (codes differ in size and scale between
     #: models, and a collapsed code space scores a perfect silhouette), and the k-means baseline

@@ -67,6 +67,7 @@ class DetectTask(UnsupervisedTask):
     result_file = "scores.parquet"
     headline = ("roc_auc", "average_precision")
     tunable = True
+    augment_kind = "anomaly"  # soft memberships / the anomaly score, as a supervised job's mined columns
     #: without labels, a fit is judged by its agreement with a consensus of two classic detectors of
     #: different kinds (IsolationForest and the k-nearest-neighbour distance, rank-averaged) on
     #: sampled rows: the weighted Kendall tau, which weighs the top of the ranking most, where the

@@ -56,6 +56,12 @@ class RegressTask(SupervisedTask):
 
         return regression(w, np.asarray(y_true, dtype=np.float64), np.asarray(pred["prediction"], dtype=np.float64))
 
+    def weighted_score(self, w, outputs, y):
+        # r2 is the same in standardised target units as in the target's own
+        from dlmine_ray.tasks.bootstrap import regression
+
+        return regression(w, np.asarray(y, dtype=np.float64), outputs[:, 0].astype(np.float64))["r2"]
+
     def fit_baseline(self, x_train, y_train, info, spec):
         from sklearn.ensemble import HistGradientBoostingRegressor
 

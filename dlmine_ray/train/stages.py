@@ -97,6 +97,31 @@ def run_stages(task, spec, sets: dict, n_features: int, info: dict, samples: dic
                          scores)
 
 
+def fit_rows(task, spec, x: np.ndarray, y: np.ndarray, valid: Optional[tuple] = None, info: Optional[dict] = None,
+             samples: Optional[dict] = None, names: Optional[list[str]] = None) -> tuple[torch.nn.Module, StagesOutcome]:
+    """Train ``task``'s model on numpy rows ``x``/``y`` (``valid``: an (x, y) pair for its
+    validation) through every stage, in this process with the run's own loop and this process's
+    torch threads; returns the finished model (eval mode) and the outcome. ``info``: the task's
+    starting info (default ``task.initial_info`` with ``names``); ``samples``: the rows
+    ``after_stage`` reads (default: ``x`` for each one the task asks for)."""
+    threads = torch.get_num_threads()
+    info = info if info is not None else task.initial_info(spec, names or [f"x{j}" for j in range(x.shape[1])], None)
+    samples = samples if samples is not None else {k: x for k in task.stage_samples(spec)}
+    sets = {"train": RowsInMemory(x, y)}
+    if valid is not None and len(valid[0]):
+        sets["valid"] = RowsInMemory(*valid)
+    try:
+        with tempfile.TemporaryDirectory() as keep:
+            out = run_stages(task, spec, sets, x.shape[1], info, samples,
+                             in_process_stage(spec, task, None, None, threads, keep), rows_of=RowsInMemory)
+    finally:
+        torch.set_num_threads(threads)  # the loop sets its own
+    model = task.build_model(x.shape[1], out.info, spec.model.model_dump())
+    model.load_state_dict(out.state, strict=False)
+    model.eval()
+    return model, out
+
+
 def write_whole_fit(out: StagesOutcome) -> str:
     """A checkpoint folder of a whole fit: the weights, the history, the scores (as ``best``) and
     the task's final ``info``; read back by ``read_checkpoint``."""
