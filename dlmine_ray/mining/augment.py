@@ -165,6 +165,7 @@ class Augmenter:
         n_valid = int(len(x) * TASK_VALID) if len(x) >= 50 else 0
         dummy = np.zeros(len(x), dtype=np.int64)
         valid = (x[order[:n_valid]], dummy[:n_valid]) if n_valid else None
+        # after_stage reads every sampled row, the validating tenth too (fit_rows' default: the training part)
         _, out = self._trainer(task, spec, x[order[n_valid:]], dummy[n_valid:], valid,
                                samples={k: x for k in task.stage_samples(spec)}, names=names)
         for name, tensor in out.state.items():
