@@ -20,7 +20,7 @@ def test_gates_find_the_informative_columns_among_noise(tmp_path, ray_local):
     job = write_job(tmp_path / "job.yaml", name="syn", task="select",
                     data={"path": str(tmp_path / "syn.parquet"), "target": "label", "id": None},
                     model={"hidden": [256, 128]}, train={"epochs": 30, "batch_size": 256},
-                    compare_baselines=True, knowledge="off")
+                    select={"seeds": 2}, compare_baselines=True, knowledge="off")
     assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
     table = pd.read_parquet(tmp_path / "out" / "features.parquet")
     assert len(table) == 100 and table["feature"].is_unique
@@ -35,8 +35,23 @@ def test_gates_find_the_informative_columns_among_noise(tmp_path, ray_local):
         assert 0.0 <= m[f"hgb_{s}_accuracy"] <= 1.0
     # the deep model on the chosen columns is a real classifier of this table
     assert m["accuracy"] > 0.75
+    # the same network retrained on each selector's k columns and on all: mutual information put
+    # fewer informative columns first, and the network on its columns is worse on every seed
+    comp = m["comparison"]
+    assert comp["seeds"] == [0, 1] and comp["k"] == m["k"] and comp["rows_test"] == m["rows_test"]
+    for v in ("gates", "mutual_info", "all"):
+        assert len(comp["deep"][v]["scores"]) == 2
+        assert m[f"mlp_{v}_accuracy"] == comp["deep"][v]["mean"]
+    vs_mi = comp["gates_vs_mutual_info"]
+    assert vs_mi["a"] == comp["deep"]["gates"]["scores"] and vs_mi["b"] == comp["deep"]["mutual_info"]["scores"]
+    assert min(vs_mi["diff"]) > 0 and vs_mi["diff_ci"][0] <= vs_mi["mean_diff"] <= vs_mi["diff_ci"][1]
+    # the gates' stability over the two seeds is the Jaccard similarity of their two choices
+    a, b = (set(c) for c in comp["gates_chosen_by_seed"])
+    assert comp["gates_chosen_by_seed"][0] == m["chosen"] and len(b) == m["k"]
+    assert m["stability_gates"] == len(a & b) / len(a | b)
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Feature selection" in page and "Validation accuracy against k" in page
+    assert "retrained on each selector" in page
 
 
 def test_a_one_hot_group_is_one_column_and_predict_uses_only_the_chosen(tmp_path, ray_local):
@@ -48,7 +63,7 @@ def test_a_one_hot_group_is_one_column_and_predict_uses_only_the_chosen(tmp_path
     df.to_parquet(tmp_path / "d.parquet", index=False)
     job = write_job(tmp_path / "job.yaml", name="onehot", task="select",
                     data={"path": str(tmp_path / "d.parquet"), "target": "label", "id": None},
-                    model={"hidden": [32]}, train={"epochs": 15, "batch_size": 64}, select={"k": 1},
+                    model={"hidden": [32]}, train={"epochs": 15, "batch_size": 64}, select={"k": 1, "seeds": 3},
                     knowledge="off")
     assert main(["run", job, "--output", str(tmp_path / "out")]) == 0
     table = pd.read_parquet(tmp_path / "out" / "features.parquet")
@@ -58,6 +73,8 @@ def test_a_one_hot_group_is_one_column_and_predict_uses_only_the_chosen(tmp_path
     assert m["k"] == 1 and m["k_rule"] == "select.k" and m["accuracy"] > 0.95
     # every bootstrap draw puts the one column that decides the label first
     assert m["stability_mutual_info"] == 1.0 and m["stability_l1_logistic"] == 1.0
+    # and the gates retrained with two other seeds put it first too
+    assert m["comparison"]["gates_chosen_by_seed"] == [["colour"]] * 3 and m["stability_gates"] == 1.0
     # the saved model sees only 'colour': changing the other columns changes no prediction
     new = df.drop(columns="label").head(200)
     new.to_parquet(tmp_path / "new.parquet", index=False)
@@ -75,7 +92,8 @@ def test_a_later_job_trains_on_the_chosen_columns(tmp_path, ray_local):
     df, informative = make_informative_columns(600, columns=12, informative=3, seed=3)
     df.to_parquet(tmp_path / "d.parquet", index=False)
     data = {"path": str(tmp_path / "d.parquet"), "target": "label", "id": None}
-    sel = write_job(tmp_path / "sel.yaml", name="sel", task="select", data=data, select={"k": 3}, knowledge="off")
+    sel = write_job(tmp_path / "sel.yaml", name="sel", task="select", data=data, select={"k": 3, "seeds": 0},
+                    knowledge="off")
     assert main(["run", sel, "--output", str(tmp_path / "sel")]) == 0
     chosen = json.loads((tmp_path / "sel" / "metrics.json").read_text())["chosen"]
     job = write_job(tmp_path / "job.yaml", name="later", task="classify",

@@ -143,6 +143,13 @@ def run(ctx: RunContext) -> RunResult:
         with failing_as("augment gain: training the paired models failed", RuntimeError):
             gain = augment_gain(ctx, fitted.run_spec, sets, {"train": n_train, "valid": n_valid}, scored_rows, r[2],
                                 prep.n_encoded, info, _sample)
+    compared = None
+    if task.comparison_seeds(spec) and not task.scores_every_row:
+        from dlmine_ray.pipelines.gain import task_comparison
+
+        with failing_as("in-run comparisons: training the compared models failed", RuntimeError):
+            compared = task_comparison(ctx, fitted.run_spec, sets, {"train": n_train, "valid": n_valid}, scored_rows,
+                                       r[2], fitted.info, _sample)
 
     metrics: dict[str, Any] = {"task": spec.task, **result.metrics}
     if task.scores_every_row:
@@ -157,6 +164,10 @@ def run(ctx: RunContext) -> RunResult:
                                     "gain": gain}
         if gain is not None:
             metrics["augment_gain"] = gain
+    if compared is not None:  # the task's headline figures of them at the top level, the rest under "comparison"
+        metrics.update(compared.get("metrics", {}))
+        metrics["comparison"] = {k: v for k, v in compared.items() if k != "metrics"}
+        result.report["comparison"] = metrics["comparison"]
     if explained is not None:
         metrics.update(explained.metrics)
         result.report["explanations"] = explained.report

@@ -18,7 +18,7 @@ columns and baseline."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -110,6 +110,10 @@ class Task:
     augments: bool = False
     #: the ``augment`` kind this task's model mines for supervised jobs (mining/augment.py), or None
     augment_kind: Optional[str] = None
+
+    def comparison_seeds(self, spec: Any) -> int:
+        """How many seeds of in-run comparisons (``compare``) the job asks for; 0: none."""
+        return 0
 
     # -- the job ---------------------------------------------------------------------------------
     def options_of(self, spec: Any) -> Optional[Options]:
@@ -213,6 +217,16 @@ class Task:
         """Set up the next stage (or finish the model) from ``samples`` ("train": encoded training
         rows; "all": rows of all the data, where ``stage_samples`` asked for them)."""
         return StageSetup()
+
+    def compare(self, spec: Any, info: dict, rows: dict, retrain: Callable, seeds: list[int]) -> dict[str, Any]:
+        """In-run comparisons, after the saved model is fitted: the task retrains its model in this
+        process on sampled rows with other settings and reports how they compare (metrics.json's
+        ``comparison``; the report shows it with ``report_sections``). ``rows``: "train", "valid"
+        (where there is a validation split) and "test" (x, encoded y) pairs; ``retrain(info, stages,
+        seed)``: the task's model trained on rows["train"] (validated on rows["valid"]) through
+        ``stages`` with ``info`` (no ``after_stage``: ``info`` sets the stages up) and ``seed``,
+        returned finished. Called only when ``comparison_seeds`` > 0."""
+        return {}
 
     def fit_reference(self, samples: dict, spec: Any) -> dict[str, Any]:
         """What ``fit_score`` scores every fit on, computed once per run from ``samples`` (the

@@ -66,6 +66,27 @@ def paired_intervals(metrics_fn: Callable[[np.ndarray, str], dict], n: int, has_
     return {k: v for k, v in out.items() if v is not None}
 
 
+def seeded_difference(score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], a: list, b: list,
+                      y: np.ndarray, seed: int) -> dict:
+    """Two model settings trained over the same seeds (``a[i]``, ``b[i]``: raw outputs on the same
+    rows, whose encoded targets are ``y``), paired: each setting's score per seed (``score(w,
+    outputs, y)`` under row weights ``w``, e.g. ``Task.weighted_score``), the differences a - b,
+    their mean and range, and a paired bootstrap interval over the rows of the mean difference
+    (every draw scores every model on the same rows)."""
+    ones = np.ones((1, len(y)))
+    per_a = [float(score(ones, o, y)[0]) for o in a]
+    per_b = [float(score(ones, o, y)[0]) for o in b]
+    diff = [p - q for p, q in zip(per_a, per_b)]
+    draws = [np.mean([score(w, p, y) - score(w, q, y) for p, q in zip(a, b)], axis=0)
+             for w in weight_draws(len(y), REPLICATES, seed)]
+    d = np.concatenate(draws)
+    d = d[np.isfinite(d)]
+    lo, hi = 100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2
+    ci = [float(np.percentile(d, lo)), float(np.percentile(d, hi))] if d.size >= 10 else None
+    return {"a": per_a, "b": per_b, "diff": diff, "mean_diff": float(np.mean(diff)),
+            "diff_range": [float(min(diff)), float(max(diff))], "diff_ci": ci}
+
+
 def verdict(diff_ci: Optional[list[float]], higher_is_better: bool) -> str:
     """'better', 'worse' (the deep model against the baseline) or 'tie': better or worse only
     when the paired interval of the difference excludes zero."""

@@ -12,7 +12,9 @@ network, fresh, sees only the chosen columns; its test metrics are the deep mode
 
 The run writes ``features.parquet`` (each column's score and rank by every selector, and whether
 it was chosen) and compares on the test split HistGradientBoosting on every selector's top k and
-on all columns."""
+on all columns. Its in-run comparisons (``compare``, ``select.seeds``) retrain the same network on
+the gates', mutual information's and all columns over seeds on the same sampled rows (paired test
+accuracy), and the gates themselves with other seeds (their stability)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ class SelectOptions(Options):
     sample_rows: int = Field(5000, ge=100, description="training rows the classic selectors and the "
                                                        "accuracy-vs-k curves use (and as many validation rows)")
     curve_points: int = Field(8, ge=2, description="values of k on each accuracy-vs-k curve")
+    seeds: int = Field(3, ge=0, le=20, description="seeds of the in-run comparisons, on the same sampled rows: "
+                                                   "the same network retrained on the gates', mutual "
+                                                   "information's and all columns (paired test accuracy), and "
+                                                   "the gates retrained for their stability; 0: none")
 
 
 class SelectTask(ClassifyTask):
@@ -77,6 +83,9 @@ class SelectTask(ClassifyTask):
         if stage == "gates" and spec.select.gate_epochs:
             tr["epochs"] = spec.select.gate_epochs
         return tr
+
+    def comparison_seeds(self, spec):
+        return spec.select.seeds
 
     def stage_samples(self, spec):
         n = spec.select.sample_rows
@@ -161,6 +170,53 @@ class SelectTask(ClassifyTask):
         notes = [f"kept {k} of {len(names)} columns ({sel['k_rule']}): {shown}"]
         return StageSetup(info={"selection": sel, "mask": mask.tolist()}, notes=notes)
 
+    # -- in-run comparisons ------------------------------------------------------------------------
+    def compare(self, spec, info, rows, retrain, seeds):
+        """The same network (fresh weights, the "fit" stage) on the gates' k columns, on mutual
+        information's k and on all columns, per seed on the same rows, with paired differences;
+        and the gates stage retrained with the other seeds: the mean Jaccard similarity of the k
+        columns they rank first, the run's own choice included."""
+        from dlmine_ray.tasks.bootstrap import seeded_difference
+        from dlmine_ray.tasks.unsupervised import model_outputs
+
+        sel = info["selection"]
+        k = sel["k"]
+        names, group_of = _groups(info["feature_columns"])
+        masks = {"gates": np.asarray(info["mask"], dtype=np.float32),
+                 "mutual_info": np.isin(group_of, _top(np.asarray(sel["scores"]["mutual_info"]), k)).astype(np.float32),
+                 "all": np.ones(len(group_of), dtype=np.float32)}
+        x_te, y_te = rows["test"]
+        y_te = np.asarray(y_te).astype(np.int64)
+        outputs: dict[str, list] = {v: [] for v in masks}
+        for s in seeds:
+            for variant, m in masks.items():
+                model = retrain({**info, "mask": m.tolist()}, ["fit"], s)
+                outputs[variant].append(model_outputs(model, x_te))
+        metric = self.headline[0]
+        deep = {v: {"scores": [float(self.weighted_score(np.ones((1, len(y_te))), o, y_te)[0]) for o in outs]}
+                for v, outs in outputs.items()}
+        for d in deep.values():
+            d["mean"] = float(np.mean(d["scores"]))
+        paired = {f"gates_vs_{other}": seeded_difference(self.weighted_score, outputs["gates"], outputs[other], y_te,
+                                                         seeds[0] + 24)
+                  for other in ("mutual_info", "all")}
+        # the gates' own stability: the run's choice and the gates retrained with the other seeds
+        plain = {key: v for key, v in info.items() if key not in ("mask", "selection")}
+        chosen = [sel["chosen"]]
+        for s in seeds[1:]:
+            gated = retrain(plain, ["gates"], s)
+            with torch.no_grad():
+                p = _gates(gated).open_probability().numpy().astype(np.float64)
+            chosen.append([names[i] for i in _top(p, k)])
+        sets = [set(c) for c in chosen]
+        pairs = [len(a & b) / len(a | b) for j, a in enumerate(sets) for b in sets[j + 1:]]
+        stability = float(np.mean(pairs)) if pairs else None
+        flat = {f"mlp_{v}_{metric}": d["mean"] for v, d in deep.items()}
+        if stability is not None:
+            flat["stability_gates"] = stability
+        return {"metric": metric, "seeds": list(seeds), "k": int(k), "deep": deep, **paired,
+                "gates_chosen_by_seed": chosen, "stability_gates": stability, "metrics": flat}
+
     # -- the baselines and the results ------------------------------------------------------------
     def fit_baseline(self, x_train, y_train, info, spec):
         from threadpoolctl import threadpool_limits
@@ -221,7 +277,9 @@ class SelectTask(ClassifyTask):
         return (f"kept {metrics['k']} of {metrics['columns']} columns; deep model on them: accuracy "
                 f"{metrics['accuracy']:.4g}" + (f", HGB on them {metrics['hgb_gates_accuracy']:.4g}, HGB on all "
                                                 f"{metrics['hgb_all_accuracy']:.4g}"
-                                                if "hgb_all_accuracy" in metrics else ""))
+                                                if "hgb_all_accuracy" in metrics else "")
+                + (f"; retrained network on mutual information's k {metrics['mlp_mutual_info_accuracy']:.4g}, "
+                   f"on all {metrics['mlp_all_accuracy']:.4g}" if "mlp_all_accuracy" in metrics else ""))
 
     def report_sections(self, spec, metrics, material, info):
         from dlmine_ray.report.kit import table
@@ -239,14 +297,43 @@ class SelectTask(ClassifyTask):
             rows.insert(0, {"features": f"top {sel['k']} by gates, the deep model itself",
                             "HGB test accuracy": metrics.get("accuracy")})
             out.append("<h3>Test accuracy on each selector's columns</h3>" + table(pd.DataFrame(rows)))
+        comp = material.get("comparison")
+        if comp:
+            out.append(_comparison_html(comp, len(sel["columns"])))
         if sel.get("stability"):
             out.append("<p>stability of the top k over 5 bootstrap draws of the rows (mean Jaccard): "
-                       + ", ".join(f"{s} {v:.2f}" for s, v in sel["stability"].items()) + "</p>")
+                       + ", ".join(f"{s} {v:.2f}" for s, v in sel["stability"].items())
+                       + (f"; the gates over {len(comp['seeds'])} training seeds: {comp['stability_gates']:.2f}"
+                          if comp and comp.get("stability_gates") is not None else "") + "</p>")
         out.append("<h3>Validation accuracy against k (HistGradientBoosting on each ranking's top k)</h3>"
                    + _curve_plot(sel))
         top = _features_table(sel).head(30)
         out.append("<h3>The columns by each selector (top 30 by gates)</h3>" + table(top, left=("feature",)))
         return out
+
+
+def _comparison_html(comp: dict, n_columns: int) -> str:
+    """The deep model retrained on each selector's columns: its test metric per seed, and the
+    gates' paired differences with their intervals."""
+    from dlmine_ray.report.kit import table
+
+    metric, k = comp["metric"], comp["k"]
+    label = {"gates": f"top {k} by gates", "mutual_info": f"top {k} by mutual_info", "all": f"all {n_columns}"}
+    rows = []
+    for v, d in comp["deep"].items():
+        row = {"columns": label[v], f"mean test {metric}": d["mean"],
+               "per seed": ", ".join(f"{x:.4f}" for x in d["scores"])}
+        pair = comp.get(f"gates_vs_{v}")
+        if pair:
+            ci = pair["diff_ci"]
+            row["gates minus this (95% interval)"] = (f"{pair['mean_diff']:+.4f}"
+                                                      + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
+        rows.append(row)
+    return (f"<h3>The same network retrained on each selector's columns ({len(comp['seeds'])} seed(s), "
+            f"{comp['rows_train']:,} sampled training rows, {comp['rows_test']:,} test rows)</h3>"
+            "<p>Not the saved model: the run's network with fresh weights, trained in the driver on the same "
+            "sampled rows for each set of columns. The interval is a paired bootstrap over the test rows of the "
+            "mean difference over seeds.</p>" + table(pd.DataFrame(rows), left=("columns", "per seed")))
 
 
 def _gates(model):

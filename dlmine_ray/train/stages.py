@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from dlmine_ray.tasks.base import StageSetup
 from dlmine_ray.train.loop import HISTORY, MODEL_STATE
 from dlmine_ray.train.trainer import TrainOutcome, read_checkpoint
 
@@ -63,16 +64,19 @@ StageTrainer = Callable[[int, str, dict, dict], tuple[TrainOutcome, dict]]
 
 def run_stages(task, spec, sets: dict, n_features: int, info: dict, samples: dict, train_stage: StageTrainer,
                fit_ref: Optional[dict] = None, note: Optional[Callable[[str], None]] = None,
-               rows_of: Callable = rows_dataset) -> StagesOutcome:
+               rows_of: Callable = rows_dataset, stages: Optional[list[str]] = None,
+               set_up: bool = True) -> StagesOutcome:
     """Train each of ``task.stages(spec)`` with ``train_stage``; between stages reload the weights
     into a plain model and let the task set up the next stage (rows it chooses to train on become
     a dataset with ``rows_of``); at the end, with ``fit_ref`` (the task's ``fit_reference``), score
     the whole fit with the task's label-free criteria. Each of the task's notes goes to ``note`` as
-    soon as its stage is set up (a run prints it there, between that stage's epochs and the next's)."""
+    soon as its stage is set up (a run prints it there, between that stage's epochs and the next's).
+    ``stages``: only these of the task's stages (an in-run comparison that retrains one stage);
+    ``set_up=False``: no ``after_stage`` between them (the ``info`` given already sets them up)."""
     info = dict(info)
     base_sets, history, state, outcome = dict(sets), [], None, None
     model_spec = spec.model.model_dump()
-    for i, stage in enumerate(task.stages(spec)):
+    for i, stage in enumerate(stages if stages is not None else task.stages(spec)):
         layout = {"n_features": n_features, "info": info, "has_valid": "valid" in sets, "stage": stage,
                   "init_state": state}
         outcome, model_spec = train_stage(i, stage, sets, layout)
@@ -81,7 +85,7 @@ def run_stages(task, spec, sets: dict, n_features: int, info: dict, samples: dic
         model = task.build_model(n_features, info, model_spec)
         model.load_state_dict(torch.load(outcome.state_path, map_location="cpu", weights_only=True), strict=False)
         model.eval()
-        setup = task.after_stage(stage, model, samples or {}, info, spec)
+        setup = task.after_stage(stage, model, samples or {}, info, spec) if set_up else StageSetup()
         info.update(setup.info)
         state = {**model.state_dict(), **setup.state}
         for line in setup.notes if note is not None else ():
@@ -98,12 +102,14 @@ def run_stages(task, spec, sets: dict, n_features: int, info: dict, samples: dic
 
 
 def fit_rows(task, spec, x: np.ndarray, y: np.ndarray, valid: Optional[tuple] = None, info: Optional[dict] = None,
-             samples: Optional[dict] = None, names: Optional[list[str]] = None) -> tuple[torch.nn.Module, StagesOutcome]:
+             samples: Optional[dict] = None, names: Optional[list[str]] = None, stages: Optional[list[str]] = None,
+             set_up: bool = True) -> tuple[torch.nn.Module, StagesOutcome]:
     """Train ``task``'s model on numpy rows ``x``/``y`` (``valid``: an (x, y) pair for its
     validation) through every stage, in this process with the run's own loop and this process's
     torch threads; returns the finished model (eval mode) and the outcome. ``info``: the task's
     starting info (default ``task.initial_info`` with ``names``); ``samples``: the rows
-    ``after_stage`` reads (default: ``x`` for each one the task asks for)."""
+    ``after_stage`` reads (default: ``x`` for each one the task asks for); ``stages``/``set_up``:
+    as for ``run_stages``."""
     threads = torch.get_num_threads()
     info = info if info is not None else task.initial_info(spec, names or [f"x{j}" for j in range(x.shape[1])], None)
     samples = samples if samples is not None else {k: x for k in task.stage_samples(spec)}
@@ -113,7 +119,8 @@ def fit_rows(task, spec, x: np.ndarray, y: np.ndarray, valid: Optional[tuple] = 
     try:
         with tempfile.TemporaryDirectory() as keep:
             out = run_stages(task, spec, sets, x.shape[1], info, samples,
-                             in_process_stage(spec, task, None, None, threads, keep), rows_of=RowsInMemory)
+                             in_process_stage(spec, task, None, None, threads, keep), rows_of=RowsInMemory,
+                             stages=stages, set_up=set_up)
     finally:
         torch.set_num_threads(threads)  # the loop sets its own
     model = task.build_model(x.shape[1], out.info, spec.model.model_dump())
