@@ -26,6 +26,7 @@ SMOKE = {
     "bench_pipeline.py": ["--smoke"],
     "bench_rules.py": ["--smoke"],
     "bench_select.py": ["--smoke"],
+    "bench_select_penalty.py": ["--smoke"],
     "bench_unsupervised_selection.py": ["--smoke"],
     "eval_split.py": ["--smoke"],
     "eval_unsupervised.py": ["--smoke"],
