@@ -65,12 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     common(pr)
 
     ex = sub.add_parser("explain", help="per-row attributions of new data by a saved model",
-                        description="Explain a classify or regress model's predictions for the first N rows of new "
-                                    "data (same preprocessing as predict): integrated gradients per original "
-                                    "column, into one Parquet file.")
+                        description="Explain a classify or regress model's predictions for N rows of new data "
+                                    "(same preprocessing as predict): integrated gradients per original column, "
+                                    "into one Parquet file, a row per explained row with its position in the "
+                                    "data. The rows are a seeded random sample of all the rows (--seed), or the "
+                                    "first N with --first.")
     ex.add_argument("--model", required=True, metavar="DIR/model", help="the model/ folder of a run")
     ex.add_argument("--data", required=True, nargs="+", metavar="PATH", help="file(s), folder or glob")
-    ex.add_argument("--rows", type=int, required=True, metavar="N", help="explain the first N rows")
+    ex.add_argument("--rows", type=int, required=True, metavar="N",
+                    help="explain N rows: a uniform random sample without replacement (all rows when N is at "
+                         "least the row count), written in file order")
+    ex.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0): the same seed, the same rows")
+    ex.add_argument("--first", action="store_true", help="explain the first N rows instead of a sample")
     ex.add_argument("--output", "-o", default="explanations.parquet", metavar="OUT.parquet",
                     help="default explanations.parquet")
     ex.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "json"])
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             data = args.data[0] if len(args.data) == 1 else args.data
             n = explain(args.model, data, args.rows, args.output, address=args.address, overwrite=args.overwrite,
-                        verbose=verbose, fmt=args.format)
+                        verbose=verbose, fmt=args.format, seed=args.seed, first=args.first)
             print(f"wrote the attributions of {n:,} rows to {os.path.abspath(args.output)} in "
                   f"{time.perf_counter() - t0:.1f}s")
         elif args.command == "history":

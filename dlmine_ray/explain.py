@@ -19,7 +19,9 @@ over the plain torch module of a model folder (``infer.LoadedModel``), run in th
   columns back in their original units, written as rules; its fidelity is its agreement with the
   deep model on test rows (accuracy for classes, R^2 for values).
 
-Costs are bounded by the constants below, whatever the size of the data."""
+Costs are bounded, whatever the size of the data, by the job's ``explain:`` fields
+(``spec.ExplainSpec``: rows, ig_steps, permutation_rows and _repeats, surrogate_rows and _depth).
+``dlmine explain`` integrates over their default steps."""
 
 from __future__ import annotations
 
@@ -30,17 +32,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-#: rows explained by integrated gradients in a run (a seeded sample of the test split)
-EXPLAIN_ROWS = 256
-#: integrated gradients' steps (Gauss-Legendre) and the rows of one step batch
-IG_STEPS = 48
+from dlmine_ray.spec import ExplainSpec
+
+#: where no job says: the defaults of its ``explain.ig_steps`` (integrated gradients' Gauss-Legendre
+#: steps), ``explain.permutation_repeats`` and ``explain.surrogate_depth``
+IG_STEPS = ExplainSpec.model_fields["ig_steps"].default
+PERMUTATION_REPEATS = ExplainSpec.model_fields["permutation_repeats"].default
+SURROGATE_DEPTH = ExplainSpec.model_fields["surrogate_depth"].default
+#: the rows of one integrated-gradients step batch
 IG_CHUNK = 64
-#: test rows and repeats of permutation importance
-PERMUTATION_ROWS = 2000
-PERMUTATION_REPEATS = 5
-#: the surrogate tree: training rows it is fitted on, its depth
-SURROGATE_ROWS = 5000
-SURROGATE_DEPTH = 3
 #: how many top features metrics.json names
 TOP = 5
 
@@ -278,20 +278,25 @@ class Explanation:
     report: dict[str, Any]
 
 
-def explain_run(loaded, x_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0
-                ) -> Optional[Explanation]:
-    """Explain a run's model (``infer.LoadedModel``) from encoded samples: training rows (the
-    surrogate's), test rows with their encoded targets (integrated gradients on up to
-    ``EXPLAIN_ROWS`` of them, permutation importance and the surrogate's fidelity on all). None when
-    there are no test rows."""
+def explain_run(loaded, x_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0,
+                settings: Optional[ExplainSpec] = None) -> Optional[Explanation]:
+    """Explain a run's model (``infer.LoadedModel``) from encoded samples, sized by ``settings``
+    (the job's ``explain:``; default its defaults): training rows (the surrogate's, all of them),
+    test rows with their encoded targets (integrated gradients on up to ``settings.rows`` of them,
+    permutation importance and the surrogate's fidelity on up to ``settings.permutation_rows``).
+    None when there are no test rows."""
     if len(x_test) == 0 or len(x_train) == 0:
         return None
+    s = settings if settings is not None else ExplainSpec()
     ex = Explainer(loaded)
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(x_test), min(EXPLAIN_ROWS, len(x_test)), replace=False))
-    ig = ex.attributions(x_test[pick])
-    perm, perm_sd, base_loss = ex.permutation(x_test, y_test, seed=seed)
-    sur = ex.surrogate(x_train, x_test, seed=seed)
+    pick = np.sort(rng.choice(len(x_test), min(s.rows, len(x_test)), replace=False))
+    ig = ex.attributions(x_test[pick], s.ig_steps)
+    if len(x_test) > s.permutation_rows:  # the test sample also served integrated gradients' rows
+        part = np.sort(rng.choice(len(x_test), s.permutation_rows, replace=False))
+        x_test, y_test = x_test[part], y_test[part]
+    perm, perm_sd, base_loss = ex.permutation(x_test, y_test, s.permutation_repeats, seed=seed)
+    sur = ex.surrogate(x_train, x_test, s.surrogate_depth, seed=seed)
 
     cols = ex.layout.columns
     ig_mean = np.abs(ig["attr"]).mean(axis=0)
@@ -313,10 +318,10 @@ def explain_run(loaded, x_train: np.ndarray, x_test: np.ndarray, y_test: np.ndar
                "surrogate_fidelity": sur["fidelity"], "surrogate_fidelity_metric": sur["metric"],
                "surrogate_rules": [f"if {r['rule']} then {r['then']}" for r in sur["leaf_rules"]],
                "top_features_ig": list(table["feature"][:TOP]), "top_features_permutation": list(by_perm[:TOP])}
-    report = {"rows": int(len(pick)), "steps": IG_STEPS, "gap": gap, "importance": table, "per_class": per_class,
+    report = {"rows": int(len(pick)), "steps": s.ig_steps, "gap": gap, "importance": table, "per_class": per_class,
               "predicted_rows": ({str(label): int((ig["target"] == k).sum()) for k, label in enumerate(ex.labels)}
                                  if ex.labels is not None else None),
-              "permutation_rows": int(len(x_test)), "permutation_repeats": PERMUTATION_REPEATS,
+              "permutation_rows": int(len(x_test)), "permutation_repeats": s.permutation_repeats,
               "base_loss": base_loss, "surrogate": sur}
     return Explanation(metrics, report)
 

@@ -1,7 +1,7 @@
 """The job spec: one validated object, made from YAML, with a working default for every field.
 
 Bad input is rejected here, at the boundary, with the offending field named. The sections every
-job has (data, model, train, scaling, tune) are declared here; each task's own section
+job has (data, model, train, scaling, tune, explain) are declared here; each task's own section
 (``cluster:``, ``detect:``, ``rules:``...) is the ``options`` class registered with the task, so
 that the schema follows the registry. Checks that need the data are the task's, run once after
 the profile pass (``Task.check_data``).
@@ -203,6 +203,24 @@ class TuneSpec(_Strict):
         return space
 
 
+class ExplainSpec(_Strict):
+    """The explanations a run of a task that explains (classify, regress) adds to metrics.json and
+    report.html (``explain.py``): their sizes, hence their cost in the driver, whatever the data's."""
+
+    enabled: bool = Field(True, description="false: the run adds no explanations (no 'explaining' stage)")
+    rows: int = Field(256, ge=1, description="test rows explained by integrated gradients (a seeded sample; "
+                                             "metrics.json's explained_rows, fewer when the test split is smaller)")
+    ig_steps: int = Field(48, ge=1, le=1000, description="integrated gradients' steps (Gauss-Legendre) per row; "
+                                                         "more: a smaller completeness gap, a longer run")
+    permutation_rows: int = Field(2000, ge=2, description="test rows (a seeded sample) that permutation importance "
+                                                          "and the surrogate tree's fidelity are measured on")
+    permutation_repeats: int = Field(5, ge=1, le=100, description="shuffles of each column in permutation "
+                                                                   "importance (its mean and sd are over them)")
+    surrogate_rows: int = Field(5000, ge=1, description="training rows (a seeded sample) the surrogate decision "
+                                                        "tree is fitted on")
+    surrogate_depth: int = Field(3, ge=1, le=12, description="the surrogate tree's depth: at most 2^depth rules")
+
+
 class JobSpec(_Strict):
     """A whole job: data, model, training, scaling and optional tuning, and one section per
     registered task that has options (``spec.<task name>``, validated by the task's class)."""
@@ -234,6 +252,9 @@ class JobSpec(_Strict):
         "tasks", description="augment: what mines the clusters and anomaly columns: the cluster and detect tasks' "
                              "own models (with this job's cluster: and detect: settings), or scikit-learn's k-means "
                              "and IsolationForest")
+    explain: ExplainSpec = Field(default_factory=ExplainSpec,
+                                 description="the sizes of a run's explanations (tasks that explain: classify, "
+                                             "regress); other tasks ignore it")
     compare_baselines: bool = True
     baseline_max_rows: int = Field(200_000, ge=100)
     storage: Optional[str] = Field(
@@ -377,7 +398,7 @@ def _check_dotted_field(spec: BaseModel, dotted: str) -> None:
         obj = getattr(obj, part)
         if i < len(parts) - 1 and not isinstance(obj, BaseModel):
             raise ValueError(f"tune.space key '{dotted}' is not a job field")
-    if parts[0] in ("tune", "data", "scaling", "task", "name"):
+    if parts[0] in ("tune", "data", "scaling", "task", "name", "explain"):
         raise ValueError(f"tune.space key '{dotted}': only model.*, train.* and similar fields can be tuned")
 
 

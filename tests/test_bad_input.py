@@ -194,6 +194,7 @@ CASES = [
     Case("name_climbing_out", _spec(name="../../x"), 2, "slug", **NO_RAY),
     Case("zero_workers", _spec(scaling={"num_workers": 0}), 2, "'scaling.num_workers'", **NO_RAY),
     Case("negative_max_failures", _spec(scaling={"max_failures": -1}), 2, "'scaling.max_failures'", **NO_RAY),
+    Case("explain_depth_zero", _spec(explain={"surrogate_depth": 0}), 2, "'explain.surrogate_depth'", **NO_RAY),
     Case("tune_space_unknown_key", _spec(tune={"num_samples": 2, "space": {"train.lrr": [0.1]}}), 2, "train.lrr",
          **NO_RAY),
     Case("tune_zero_samples", _spec(tune={"num_samples": 0}), 2, "'tune.num_samples'", **NO_RAY),

@@ -135,7 +135,8 @@ def run(ctx: RunContext) -> RunResult:
                for b in scored.iter_batches(batch_format="numpy", batch_size=65536))
     with failing_as("scoring failed", RuntimeError):
         result = task.results(batches, fitted.info, spec, baseline, profile.n_rows)
-    explained = _explain(ctx, model_dir, sets["train"], n_train, scored_rows) if task.explains else None
+    explained = (_explain(ctx, model_dir, sets["train"], n_train, scored_rows)
+                 if task.explains and spec.explain.enabled else None)
     gain = None
     if prep.augment_ is not None and not task.scores_every_row:
         from dlmine_ray.pipelines.gain import augment_gain
@@ -199,16 +200,17 @@ def run(ctx: RunContext) -> RunResult:
 
 def _explain(ctx: RunContext, model_dir: str, train, n_train: int, scored):
     """The saved model's explanations (explain.py) from seeded samples of the training and scored
-    rows, or None when no row was scored."""
-    from dlmine_ray.explain import PERMUTATION_ROWS, SURROGATE_ROWS, explain_run
+    rows, sized by the job's ``explain:``, or None when no row was scored."""
+    from dlmine_ray.explain import explain_run
     from dlmine_ray.infer import LoadedModel
 
     ctx.reporter.stage("explaining", "integrated gradients, permutation importance, a surrogate tree")
-    seed = ctx.spec.train.seed
-    x_test, y_test = _sample(scored, scored.count(), PERMUTATION_ROWS, seed + 6, with_target=True)
-    x_fit = _sample(train, n_train, SURROGATE_ROWS, seed + 7)[0]
+    seed, sizes = ctx.spec.train.seed, ctx.spec.explain
+    x_test, y_test = _sample(scored, scored.count(), max(sizes.rows, sizes.permutation_rows), seed + 6,
+                             with_target=True)
+    x_fit = _sample(train, n_train, sizes.surrogate_rows, seed + 7)[0]
     with failing_as("explaining the model failed", RuntimeError):
-        explained = explain_run(LoadedModel(model_dir, task=ctx.task), x_fit, x_test, y_test, seed)
+        explained = explain_run(LoadedModel(model_dir, task=ctx.task), x_fit, x_test, y_test, seed, sizes)
     if explained is None:
         ctx.reporter.info("no test rows to explain the model on")
     return explained
