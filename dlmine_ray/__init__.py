@@ -27,6 +27,16 @@ def predict(model, data, output, **kwargs):
     return _predict(model, data, output, **kwargs)
 
 
+def load_model(path, threads=None):
+    """A saved model folder (a run's ``model/``) loaded in this process, without Ray:
+    ``load_model(path).predict(df)`` scores a pandas DataFrame and returns the prediction columns
+    (the model's id column first when ``df`` has it). ``threads``: torch's threads while scoring
+    (default: leave this process's setting)."""
+    from dlmine_ray.app.predict import open_model
+
+    return open_model(path, threads)
+
+
 def register_task(task):
     """Add a task (an instance of a ``dlmine_ray.tasks.Task`` subclass) to the registry; return it."""
     from dlmine_ray.tasks import register_task as _register
@@ -34,4 +44,4 @@ def register_task(task):
     return _register(task)
 
 
-__all__ = ["DlmineError", "JobSpec", "load_job", "run_job", "predict", "register_task", "__version__"]
+__all__ = ["DlmineError", "JobSpec", "load_job", "run_job", "predict", "load_model", "register_task", "__version__"]

@@ -55,13 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", action="store_true")
 
     pr = sub.add_parser("predict", help="score new data with a saved model",
-                        description="Apply a run's model (same preprocessing) to new rows, with batch inference "
-                                    "on Ray Data; writes one Parquet file.")
+                        description="Apply a run's model (same preprocessing) to new rows; writes one Parquet "
+                                    "file. Local data of at most 64 MiB is scored in this process without "
+                                    "starting Ray; larger data, data in object storage, --address or --ray: "
+                                    "batch inference on Ray Data.")
     pr.add_argument("--model", required=True, metavar="DIR/model", help="the model/ folder of a run")
     pr.add_argument("--data", required=True, nargs="+", metavar="PATH", help="file(s), folder or glob")
     pr.add_argument("--output", "-o", required=True, metavar="OUT.parquet")
     pr.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "json"])
     pr.add_argument("--overwrite", action="store_true")
+    pr.add_argument("--ray", action="store_true", help="score through Ray Data even when the data is small")
     common(pr)
 
     ex = sub.add_parser("explain", help="per-row attributions of new data by a saved model",
@@ -163,7 +166,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             data = args.data[0] if len(args.data) == 1 else args.data
             n = predict(args.model, data, args.output, address=args.address, overwrite=args.overwrite,
-                        verbose=verbose, fmt=args.format)
+                        verbose=verbose, fmt=args.format, **({"local_max_bytes": -1} if args.ray else {}))
             print(f"wrote {n:,} predictions to {os.path.abspath(args.output)} in {time.perf_counter() - t0:.1f}s")
         elif args.command == "explain":
             from dlmine_ray.app.explain import explain

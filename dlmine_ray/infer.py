@@ -38,9 +38,10 @@ def save_model_dir(path: str, state: dict, prep: TabularPreprocessor, task: str,
 
 
 class LoadedModel:
-    """A model folder loaded for scoring: ``predict_frame(df)`` returns prediction columns."""
+    """A model folder loaded for scoring: ``predict(df)`` (or ``predict_frame``) returns prediction
+    columns. ``threads``: torch's threads while scoring (None: leave the process's setting)."""
 
-    def __init__(self, path: str, threads: int = 1, device: str = "cpu", task=None):
+    def __init__(self, path: str, threads: Optional[int] = 1, device: str = "cpu", task=None):
         p = Path(path)
         for f in (WEIGHTS, PREPROCESS, MODEL_META):
             if not (p / f).is_file():
@@ -66,9 +67,25 @@ class LoadedModel:
         self.model.to(self.device).eval()
         self.threads = threads
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns the model reads from a row."""
+        return list(self.meta["input_columns"])
+
+    def predict(self, df: pd.DataFrame, batch_size: int = 65536) -> pd.DataFrame:
+        """Predictions for the rows of ``df`` (a pandas DataFrame with at least ``input_columns``),
+        scored in this process: the model's id column when ``df`` has it, then the task's prediction
+        columns (as ``dlmine predict`` writes them), one row per row of ``df`` in its order.
+        DlmineError when ``df`` lacks a column the model needs."""
+        check_columns(list(df.columns), self.meta)
+        keep = tuple(c for c in (self.meta.get("id"),) if c)
+        parts = [self.predict_frame(df.iloc[i:i + batch_size], keep) for i in range(0, len(df), batch_size)]
+        return pd.concat(parts, ignore_index=True) if parts else self.predict_frame(df, keep)
+
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """Raw model outputs for an encoded feature matrix."""
-        torch.set_num_threads(self.threads)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 

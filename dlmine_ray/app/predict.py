@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
-from dlmine_ray.data.read import dataset_columns, mixed_types, read_dataset
+from dlmine_ray.data.read import (SMALL_INPUT_BYTES, dataset_columns, local_input_bytes, mixed_types, read_dataset,
+                                  read_table_here)
 from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.infer import check_columns, score_dataset
 from dlmine_ray.pipelines.write import write_parquet_batches
@@ -20,13 +21,31 @@ MODEL_KEYS = ("task", "model", "n_features", "info", "input_columns")
 
 
 def predict(model: str, data, output: str, address: Optional[str] = None, overwrite: bool = False,
-            verbose: bool = False, fmt: str = "auto", batch_size: int = 8192) -> int:
+            verbose: bool = False, fmt: str = "auto", batch_size: int = 8192,
+            local_max_bytes: int = SMALL_INPUT_BYTES) -> int:
     """Score every row of ``data`` with the model folder ``model``; stream the predictions into the
-    Parquet file ``output`` (id column kept when the model has one); return rows written."""
+    Parquet file ``output`` (id column kept when the model has one); return rows written.
+
+    Local input of at most ``local_max_bytes`` is read and scored in this process, without
+    starting Ray, unless ``address`` (or RAY_ADDRESS) names a cluster; larger input, or input in
+    object storage, goes through Ray Data (negative ``local_max_bytes``: always)."""
     out = output_file(output, overwrite, "predictions.parquet")
     meta = read_model_meta(model)
     with output_folders(out):
+        size = local_input_bytes(data, fmt) if not (address or os.environ.get("RAY_ADDRESS")) else None
+        if size is not None and size <= local_max_bytes:
+            return _score_here(model, meta, data, out, fmt, batch_size)
         return _score(model, meta, data, out, address, verbose, fmt, batch_size)
+
+
+def open_model(model: str, threads: Optional[int] = None):
+    """A saved model folder (a run's ``model/``) loaded in this process for ``.predict(df)``
+    (``infer.LoadedModel``); DlmineError when it is not a model folder or cannot be loaded."""
+    from dlmine_ray.infer import LoadedModel
+
+    meta = read_model_meta(model)
+    with failing_as(f"cannot load the model in {model}"):
+        return LoadedModel(model, threads=threads, task=get_task(meta["task"]))
 
 
 def output_file(output: str, overwrite: bool, example: str) -> Path:
@@ -88,6 +107,25 @@ def read_data(data, fmt: str, meta: dict):
     names, _ = dataset_columns(ds)
     check_columns(names, meta)
     return ds, names
+
+
+def _score_here(model: str, meta: dict, data, out: Path, fmt: str, batch_size: int) -> int:
+    """``_score`` for small local input: read, score and write in this process."""
+    import pyarrow as pa
+
+    loaded = load_model(model, meta)
+    loaded.threads = None  # this process's torch threads (all cores), not a Ray worker's one
+    table = read_table_here(data, fmt, na_values=meta.get("na_values", []))
+    check_columns(table.column_names, meta)
+    keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in table.column_names)
+
+    def batches():
+        for i in range(0, table.num_rows, batch_size):
+            scored = loaded.predict_frame(table.slice(i, batch_size).to_pandas(), keep)
+            yield pa.Table.from_pandas(scored, preserve_index=False)
+
+    with failing_as("scoring failed"):
+        return write_parquet_batches(out, batches())
 
 
 def _score(model: str, meta: dict, data, out: Path, address, verbose: bool, fmt: str, batch_size: int) -> int:

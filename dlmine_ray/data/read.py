@@ -1,12 +1,13 @@
 """Reading datasets with Ray Data: a folder, a glob, one file or a list; Parquet, CSV or JSON;
 local paths or pyarrow filesystem URIs (s3://, gs://, ...). ``builtin:NAME`` names a small
-dataset that scikit-learn ships (offline)."""
+dataset that scikit-learn ships (offline). Small local input can also be read in the calling
+process without Ray (``read_table_here``), with the same readers and checks."""
 
 from __future__ import annotations
 
 import glob
 import os
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import pandas as pd
 
@@ -235,6 +236,11 @@ def _with_missing_markers(ds, na_values: list[str]):
     text, numeric columns the number), for data whose reader has no null markers of its own."""
     if not na_values:
         return ds
+    return ds.map_batches(_marker(na_values), batch_format="pyarrow", batch_size=None)
+
+
+def _marker(na_values: list[str]):
+    """A function of an Arrow table that makes every value equal to one of ``na_values`` null."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -257,7 +263,57 @@ def _with_missing_markers(ds, na_values: list[str]):
             cols.append(column if hit is None else pc.if_else(hit, pa.scalar(None, t), column))
         return pa.table(cols, names=table.column_names)
 
-    return ds.map_batches(mark, batch_format="pyarrow", batch_size=None)
+    return mark
+
+
+#: local input of at most this many bytes (files on disk) may be read in this process, without Ray
+SMALL_INPUT_BYTES = 64 << 20
+
+
+def local_input_bytes(path: Union[str, list[str]], fmt: str = "auto") -> Optional[int]:
+    """The total size of the files at ``path`` when all are local (0 for a builtin dataset), or
+    None when some are in object storage. DlmineError as ``resolve_paths``."""
+    if isinstance(path, str) and path.startswith("builtin:"):
+        return 0
+    files, _ = resolve_paths(path, fmt)
+    if any(is_uri(f) for f in files):
+        return None
+    return sum(os.path.getsize(f) for f in files)
+
+
+def read_table_here(path: Union[str, list[str]], fmt: str = "auto", na_values: Sequence[str] = ()):
+    """The rows at ``path`` as one Arrow table read in this process, without Ray: for small input
+    (``SMALL_INPUT_BYTES``). The same readers and checks as ``read_dataset`` (CSV and JSON through
+    ``KeyedTextFiles``, Parquet checked to be Parquet, the same missing-value markers), so the rows
+    and the one-line errors are those a read through Ray Data gives."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    na_values = [str(v) for v in na_values]
+    if isinstance(path, str) and path.startswith("builtin:"):
+        frame = builtin_frame(path.split(":", 1)[1])
+        table = pa.Table.from_pandas(frame, preserve_index=False) if isinstance(frame, pd.DataFrame) else frame
+        return _marker(na_values)(table) if na_values else table
+    files, fmt = resolve_paths(path, fmt)
+    with failing_as("cannot read data"):
+        if fmt == "parquet":
+            _check_parquet(files)
+            parts = [pq.read_table(f) for f in files]
+        else:
+            from dlmine_ray.data.text_source import KeyedTextFiles
+
+            source = KeyedTextFiles(files, fmt, False, na_values)
+            parts = [t for f in files for t in source._read_file(f)]
+    if not parts:
+        raise DlmineError("the dataset is empty: no rows were read")
+    try:
+        table = pa.concat_tables(parts, promote_options="permissive")
+    except (pa.ArrowException, ValueError):  # a column of another type in another file
+        raise DlmineError(mixed_types(files, fmt, parts[0].column_names, na_values)
+                          or "cannot read data: the files' columns do not agree") from None
+    if fmt == "parquet" and na_values:
+        table = _marker(na_values)(table)
+    return table
 
 
 def _parallelism(n_files: int) -> int:
