@@ -1,13 +1,15 @@
 """Fixed cost of small work, from command to results, side by side in one run.
 
   python benchmarks/bench_fixed_cost.py [--repeats 2] [--cases task ray_train tune1 tune3]
-  python benchmarks/bench_fixed_cost.py --smoke   # one run of the first case only (CI)
+  python benchmarks/bench_fixed_cost.py --smoke   # one run of the first case and of predict without Ray (CI)
 
 Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
   1. a tiny job (300 rows, 1 epoch) with the small-job path (`scaling.trainer: task`),
   2. the same job with a TorchTrainer (`scaling.trainer: ray_train`),
   3. the same job tuned with 1 trial, and with 3 trials (the difference / 2 is the cost of one
      more trial),
+  4. `dlmine predict` of 40 rows with the tiny job's model: in its own process without Ray (the
+     default for small local data), and with `--ray` (Ray Data; Ray start-up included),
 and prints the per-stage times each run reports, and the ratios.
 """
 
@@ -56,10 +58,21 @@ def _run(job: dict, workdir: Path, name: str) -> dict:
     return {"wall": wall, "train_seconds": m["train_seconds"], "stages": stages}
 
 
+def _predict(model: Path, data: Path, workdir: Path, name: str, *extra: str) -> dict:
+    out = workdir / f"pred-{name}.parquet"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "predict", "--model", str(model), "--data",
+                           str(data), "--output", str(out), "--overwrite", *extra], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
+    return {"wall": wall, "train_seconds": 0.0, "stages": {}}
+
+
 #: the cases, in the order they run (names for --cases)
-CASES = ("task", "ray_train", "tune1", "tune3")
-#: --smoke: one fresh process of the first case (~20 s; a TorchTrainer run adds ~35 s, tuning more)
-SMOKE = {"repeats": 1, "cases": ["task"]}
+CASES = ("task", "ray_train", "tune1", "tune3", "predict", "predict_ray")
+#: --smoke: one fresh process of the first case and of predict (~25 s; a TorchTrainer run adds ~35 s, tuning more)
+SMOKE = {"repeats": 1, "cases": ["task", "predict"]}
 
 
 def main() -> None:
@@ -89,10 +102,19 @@ def main() -> None:
                                                  "max_concurrent": 1}},
         }
         cases = {name: job for key, (name, job) in zip(CASES, cases.items()) if key in args.cases}
-        results = {k: [] for k in cases}
+        predicts = {name: extra for key, name, extra in (("predict", "predict 40 rows, no Ray", ()),
+                                                          ("predict_ray", "predict 40 rows, --ray", ("--ray",)))
+                    if key in args.cases}
+        if predicts:  # the tiny job's model, and 40 new rows
+            _run({**base, "name": "model"}, work, "model")
+            pd.read_parquet(work / "tiny.parquet").drop(columns="label").head(40).to_parquet(work / "new.parquet")
+        results = {k: [] for k in [*cases, *predicts]}
         for r in range(args.repeats):  # interleaved, so that drift hits every case alike
             for i, (name, job) in enumerate(cases.items()):
                 results[name].append(_run(job, work, f"c{i}"))
+            for i, (name, extra) in enumerate(predicts.items()):
+                results[name].append(_predict(work / "out-model" / "model", work / "new.parquet", work, f"p{i}",
+                                              *extra))
         print(f"\nfixed cost, median of {args.repeats} fresh processes (2-core machine):")
         print(f"{'case':28s} {'wall s':>8s} {'train/tune s':>13s}  stages")
         med = {}
@@ -106,6 +128,10 @@ def main() -> None:
             t_task, t_tt = med["tiny job, task trainer"][1], med["tiny job, TorchTrainer"][1]
             print(f"\ntraining time, task / TorchTrainer: {t_task / t_tt:.2f}  "
                   f"(whole command: {med['tiny job, task trainer'][0] / med['tiny job, TorchTrainer'][0]:.2f})")
+        if len(predicts) == 2:
+            here, ray_ = (med[n][0] for n in predicts)
+            print(f"\ndlmine predict of 40 rows, without Ray / through Ray Data: {here:.1f} s / {ray_:.1f} s "
+                  f"= {here / ray_:.2f}")
         if "tuned, 1 trial" in med and "tuned, 3 trials" in med:
             per_trial = (med["tuned, 3 trials"][1] - med["tuned, 1 trial"][1]) / 2
             print(f"one more tuning trial (1 epoch, run one at a time): {per_trial:.1f} s")
