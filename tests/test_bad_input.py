@@ -252,6 +252,8 @@ CASES = [
     Case("missing_ignored_column", lambda w: w.run(data={"ignore": ["zzz"]}), 2, "column 'zzz' (named in"),
     Case("target_with_one_class", lambda w: w.run(data={"path": w.parquet(_frame(100, label="yes"))}), 2,
          "only one class"),
+    Case("class_only_outside_training", lambda w: w.run(data={"path": w.parquet(_frame(
+        100, label=lambda df: "c" + df["row_id"].astype(str)))}), 2, "in the validation split that the training split lacks"),
     Case("nan_in_target", lambda w: w.run(task="regress", data={"path": w.parquet(_set(_frame(200, "regress"), 5,
                                                                                      "target", np.nan)),
                                                                "target": "target"}), 2, "1 missing"),
@@ -317,6 +319,9 @@ CASES = [
          "holds no features.parquet"),
     Case("select_k_above_columns", lambda w: w.run(task="select", select={"k": 50}), 2,
          "select.k (50) is larger than the number of feature columns (5)"),
+    Case("select_numeric_target", lambda w: w.run(task="select", data={"path": w.parquet(_frame(200, "regress")),
+                                                                      "target": "target"}), 2,
+         "target column 'target' looks like a numeric target"),
 ]
 
 #: (case, exit code, the line the user saw), filled as the cases run

@@ -32,6 +32,13 @@ class ClassifyTask(SupervisedTask):
                               "or more")
         if len(profile.target_by_split[0]) < 2:
             raise DlmineError(f"target column '{target}' has only one class in the training split")
+        for i, split in ((1, "validation"), (2, "test")):
+            unseen = [c for c in profile.target_by_split[i] if c not in profile.target_by_split[0]]
+            if unseen:  # the model cannot predict them, and its metrics could not say so
+                shown = ", ".join(repr(str(c)) for c in unseen[:3]) + (", ..." if len(unseen) > 3 else "")
+                raise DlmineError(f"target column '{target}' has {len(unseen)} class(es) in the {split} split that the "
+                                  f"training split lacks ({shown}); classes need training rows: merge or drop rare "
+                                  "classes, or change data.split")
 
     def target_torch_dtype(self):
         return torch.int64

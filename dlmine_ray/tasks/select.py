@@ -37,6 +37,9 @@ SELECTORS = ("gates", "deep_permutation", "mutual_info", "l1_logistic", "hgb_per
 #: (seeds 1 and 2; 9 settings): 10 of 10 informative columns in the top 10 on both, against
 #: 8 with a 10x smaller penalty and 8-9 without the speed-up (the tests use seed 0's table)
 GATE_SPEED = 10.0
+#: a target of numbers only, with more distinct values than this (or any with a fraction), is taken
+#: for a numeric target, which select does not support
+MAX_NUMERIC_CLASSES = 50
 
 
 class SelectOptions(Options):
@@ -67,8 +70,13 @@ class SelectTask(ClassifyTask):
     headline = ("accuracy", "k")
 
     def check_data(self, profile, spec, trainable):
-        super().check_data(profile, spec, trainable)
         d = spec.data
+        st = profile.columns[d.target]
+        if st.non_numeric == 0 and (len(st.all_counts) > MAX_NUMERIC_CLASSES or any(
+                not float(v).is_integer() for v in st.all_counts)):
+            raise DlmineError(f"target column '{d.target}' looks like a numeric target ({len(st.all_counts)} distinct "
+                              "numbers): select needs a class target; numeric targets are not supported yet")
+        super().check_data(profile, spec, trainable)
         drop = {d.target, *d.ignore, *(c for c in (d.id, d.group) if c)}
         columns = [c for c in profile.order if c not in drop and c not in profile.dropped_constant]
         k = spec.select.k
