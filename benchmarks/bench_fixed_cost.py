@@ -1,6 +1,6 @@
 """Fixed cost of small work, from command to results, side by side in one run.
 
-  python benchmarks/bench_fixed_cost.py [--repeats 2] [--cases task ray_train tune1 tune3]
+  python benchmarks/bench_fixed_cost.py [--repeats 2] [--cases task ray_train tune1 tune3 predict predict_ray]
   python benchmarks/bench_fixed_cost.py --smoke   # one run of the first case and of predict without Ray (CI)
 
 Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
