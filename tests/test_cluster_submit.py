@@ -133,3 +133,54 @@ def test_three_jobs_at_once_finish_with_their_own_outputs_and_records(tmp_path, 
     finally:
         for out in outputs:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def test_local_runs_beside_a_running_ray_start_and_joining_it_with_its_token(tmp_path):
+    """`ray start --head` as a user runs it (default temp dir, token authentication): a `dlmine run`
+    without --address still starts a Ray of its own (a plain ray.init() would join that cluster
+    and refuse num_cpus), and `dlmine run --address` joins it without the user setting
+    RAY_AUTH_MODE (a client without it retried for a minute and failed with InvalidAuthToken)."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    for k in ("RAY_AUTH_MODE", "RAY_ADDRESS"):
+        env.pop(k, None)
+    subprocess.run(["ray", "get-auth-token", "--generate"], env={**env, "RAY_AUTH_MODE": "token"}, check=True,
+                   capture_output=True)
+    gcs = _free_port()
+    extra_ports = []
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port",
+                 "--ray-client-server-port"):
+        extra_ports += [flag, str(_free_port())]
+    log = open(tmp_path / "head.log", "w")
+    # the loopback switch as dlmine's own local Ray uses it (tests/test_security.py)
+    proc = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "1", "--port", str(gcs),
+                             "--include-dashboard", "false", "--object-store-memory", str(200 * 2**20), *extra_ports],
+                            env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}, stdout=log,
+                            stderr=subprocess.STDOUT)
+    bootstrap = "/tmp/ray/ray_current_cluster"
+    try:
+        deadline = time.monotonic() + 120
+        while not (os.path.isfile(bootstrap) and open(bootstrap).read().strip().endswith(f":{gcs}")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("ray start --head did not come up: " + open(tmp_path / "head.log").read()[-2000:])
+            time.sleep(0.5)
+        job = tmp_path / "job.yaml"
+        job.write_text(yaml.safe_dump({
+            "name": "beside", "task": "classify",
+            "data": {"path": "builtin:breast_cancer", "target": "label", "id": "row_id"},
+            "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 64}, "compare_baselines": False,
+            "knowledge": "off"}))
+        for name, extra in (("own", []), ("joined", ["--address", f"127.0.0.1:{gcs}"])):
+            r = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "run", str(job), "--output",
+                                str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
+            assert json.loads((tmp_path / name / "metrics.json").read_text())["accuracy"] > 0.5
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        if os.path.isfile(bootstrap) and open(bootstrap).read().strip().endswith(f":{gcs}"):
+            os.remove(bootstrap)  # no later ray.init() on this machine should look for it

@@ -55,6 +55,21 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                           "there, and the port right?)") from None
 
 
+def _token_auth_when_available() -> None:
+    """Before Ray is imported, to join a cluster: use token authentication when the user has not
+    chosen a mode and a token is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
+    `ray start --head` turns token authentication on while a client defaults to none, and the
+    client then retries for a minute before failing with InvalidAuthToken; a token client joins a
+    cluster without authentication as well (measured on Ray 2.60)."""
+    import sys
+
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:  # Ray reads the mode when imported
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 #: Ray's own switch (ray._private.ray_constants) for "this node is part of no cluster": its node IP
 #: is then loopback, and Ray binds its GCS, raylet, worker and agent servers (and the metrics
 #: exporter) to loopback instead of every interface. It is how Ray runs on macOS and Windows.
@@ -91,6 +106,8 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
     with ``num_cpus`` (default: this machine's cores)."""
     for k, v in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
+    if address or os.environ.get("RAY_ADDRESS"):
+        _token_auth_when_available()
     import ray
 
     _quiet_logs(verbose)
@@ -108,8 +125,10 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
             in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
             ray.init(address=address, **({} if in_job else {"runtime_env": {"env_vars": env_vars}}), **kwargs)
         else:  # a local Ray's processes inherit this process's environment
+            # "local": a Ray of its own even when `ray start` runs one on this machine, which a
+            # plain ray.init() would join (and refuse num_cpus for)
             with _loopback_only():
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                          object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
         started = True
     import ray.data
