@@ -1,6 +1,6 @@
 """Fixed cost of small work, from command to results, side by side in one run.
 
-  python benchmarks/bench_fixed_cost.py [--repeats 2] [--cases task ray_train tune1 tune3 predict predict_ray]
+  python benchmarks/bench_fixed_cost.py [--repeats 2] [--cases task ray_train tune1 tune3 predict predict_ray address]
   python benchmarks/bench_fixed_cost.py --smoke   # one run of the first case and of predict without Ray (CI)
 
 Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
@@ -10,6 +10,8 @@ Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as 
      more trial),
   4. `dlmine predict` of 40 rows with the tiny job's model: in its own process without Ray (the
      default for small local data), and with `--ray` (Ray Data; Ray start-up included),
+  5. the tiny job against an already running local cluster (`ray start --head`, started once by
+     this script and stopped at the end; `--address`): the cost a warm Ray leaves,
 and prints the per-stage times each run reports, and the ratios.
 """
 
@@ -38,13 +40,13 @@ def _tiny_table(path: Path, rows: int = 300) -> None:
     df.to_parquet(path)
 
 
-def _run(job: dict, workdir: Path, name: str) -> dict:
+def _run(job: dict, workdir: Path, name: str, *extra: str) -> dict:
     jf = workdir / f"{name}.yaml"
     jf.write_text(yaml.safe_dump(job))
     out = workdir / f"out-{name}"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "run", str(jf), "--output", str(out),
-                           "--overwrite"], capture_output=True, text=True)
+                           "--overwrite", *extra], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
@@ -69,8 +71,43 @@ def _predict(model: Path, data: Path, workdir: Path, name: str, *extra: str) -> 
     return {"wall": wall, "train_seconds": 0.0, "stages": {}}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_head(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """A local one-node cluster on loopback (`ray start --head --block`, its own ports and temp
+    dir), as a user keeps one running between commands; returns the process and its address."""
+    gcs = _free_port()
+    ports = []
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port",
+                 "--ray-client-server-port"):
+        ports += [flag, str(_free_port())]
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    proc = subprocess.Popen(["ray", "start", "--head", "--block", "--port", str(gcs), "--num-cpus",
+                             str(os.cpu_count() or 1), "--include-dashboard", "false", "--temp-dir", temp, *ports],
+                            env=env, stdout=open(workdir / "head.log", "w"), stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{gcs}"
+    probe = f"import ray; ray.init(address={address!r}); ray.shutdown()"
+    for _ in range(120):
+        if proc.poll() is not None:
+            raise SystemExit("ray start --head exited: " + (workdir / "head.log").read_text()[-2000:])
+        if subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                          env={**os.environ, "RAY_AUTH_MODE": "token"}).returncode == 0:
+            return proc, address
+        time.sleep(1)
+    proc.terminate()
+    raise SystemExit("ray start --head did not come up")
+
+
 #: the cases, in the order they run (names for --cases)
-CASES = ("task", "ray_train", "tune1", "tune3", "predict", "predict_ray")
+CASES = ("task", "ray_train", "tune1", "tune3", "predict", "predict_ray", "address")
 #: --smoke: one fresh process of the first case and of predict (~25 s; a TorchTrainer run adds ~35 s, tuning more)
 SMOKE = {"repeats": 1, "cases": ["task", "predict"]}
 
@@ -108,13 +145,23 @@ def main() -> None:
         if predicts:  # the tiny job's model, and 40 new rows
             _run({**base, "name": "model"}, work, "model")
             pd.read_parquet(work / "tiny.parquet").drop(columns="label").head(40).to_parquet(work / "new.parquet")
-        results = {k: [] for k in [*cases, *predicts]}
-        for r in range(args.repeats):  # interleaved, so that drift hits every case alike
-            for i, (name, job) in enumerate(cases.items()):
-                results[name].append(_run(job, work, f"c{i}"))
-            for i, (name, extra) in enumerate(predicts.items()):
-                results[name].append(_predict(work / "out-model" / "model", work / "new.parquet", work, f"p{i}",
-                                              *extra))
+        head = _start_head(work) if "address" in args.cases else None
+        warm = "tiny job, running cluster (--address)"
+        results = {k: [] for k in [*cases, *predicts, *([warm] if head else [])]}
+        try:
+            for r in range(args.repeats):  # interleaved, so that drift hits every case alike
+                for i, (name, job) in enumerate(cases.items()):
+                    results[name].append(_run(job, work, f"c{i}"))
+                if head:
+                    results[warm].append(_run({**base, "scaling": {"trainer": "task"}}, work, "warm",
+                                              "--address", head[1]))
+                for i, (name, extra) in enumerate(predicts.items()):
+                    results[name].append(_predict(work / "out-model" / "model", work / "new.parquet", work, f"p{i}",
+                                                  *extra))
+        finally:
+            if head:
+                head[0].terminate()
+                head[0].wait(timeout=60)
         print(f"\nfixed cost, median of {args.repeats} fresh processes (2-core machine):")
         print(f"{'case':28s} {'wall s':>8s} {'train/tune s':>13s}  stages")
         med = {}
@@ -128,6 +175,9 @@ def main() -> None:
             t_task, t_tt = med["tiny job, task trainer"][1], med["tiny job, TorchTrainer"][1]
             print(f"\ntraining time, task / TorchTrainer: {t_task / t_tt:.2f}  "
                   f"(whole command: {med['tiny job, task trainer'][0] / med['tiny job, TorchTrainer'][0]:.2f})")
+        if head and "tiny job, task trainer" in med:
+            print(f"\ntiny job against a running cluster / with a fresh local Ray: {med[warm][0]:.1f} s / "
+                  f"{med['tiny job, task trainer'][0]:.1f} s = {med[warm][0] / med['tiny job, task trainer'][0]:.2f}")
         if len(predicts) == 2:
             here, ray_ = (med[n][0] for n in predicts)
             print(f"\ndlmine predict of 40 rows, without Ray / through Ray Data: {here:.1f} s / {ray_:.1f} s "

@@ -20,6 +20,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spare_ports() -> list[str]:
+    """A free port for every Ray port flag with a fixed default: the agents of another Ray on this
+    machine (the test session's own) already hold the defaults, and the job agent would never come up."""
+    out = []
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port",
+                 "--ray-client-server-port"):
+        out += [flag, str(_free_port())]
+    return out
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a `ray start --block` process (it stops the Ray it started)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture
 def head(tmp_path):
     """A one-node Ray cluster of its own (its own ports and temp dir), stopped at the end by the
@@ -29,13 +49,7 @@ def head(tmp_path):
     # and the Jobs client must then send the token (see jobs/README.md)
     subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     gcs, dash = _free_port(), _free_port()
-    # every fixed-default port gets a free one: the agents of another Ray on this machine (the
-    # test session's own) already hold the defaults, and the job agent would never come up
-    extra_ports = []
-    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port",
-                 "--ray-client-server-port"):
-        extra_ports += [flag, str(_free_port())]
+    extra_ports = _spare_ports()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     log = open(os.path.join(temp, "head.log"), "w")
     proc = subprocess.Popen(
@@ -61,11 +75,7 @@ def head(tmp_path):
         proc.terminate()
         pytest.fail(f"the cluster's Jobs API did not come up: {last}")
     yield address, env
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
     log.close()
     shutil.rmtree(temp, ignore_errors=True)
 
@@ -146,15 +156,10 @@ def test_local_runs_beside_a_running_ray_start_and_joining_it_with_its_token(tmp
     subprocess.run(["ray", "get-auth-token", "--generate"], env={**env, "RAY_AUTH_MODE": "token"}, check=True,
                    capture_output=True)
     gcs = _free_port()
-    extra_ports = []
-    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port",
-                 "--ray-client-server-port"):
-        extra_ports += [flag, str(_free_port())]
     log = open(tmp_path / "head.log", "w")
     # the loopback switch as dlmine's own local Ray uses it (tests/test_security.py)
     proc = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "1", "--port", str(gcs),
-                             "--include-dashboard", "false", "--object-store-memory", str(200 * 2**20), *extra_ports],
+                             "--include-dashboard", "false", "--object-store-memory", str(200 * 2**20), *_spare_ports()],
                             env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}, stdout=log,
                             stderr=subprocess.STDOUT)
     bootstrap = "/tmp/ray/ray_current_cluster"
@@ -176,11 +181,7 @@ def test_local_runs_beside_a_running_ray_start_and_joining_it_with_its_token(tmp
             assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
             assert json.loads((tmp_path / name / "metrics.json").read_text())["accuracy"] > 0.5
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         log.close()
         if os.path.isfile(bootstrap) and open(bootstrap).read().strip().endswith(f":{gcs}"):
             os.remove(bootstrap)  # no later ray.init() on this machine should look for it
