@@ -41,11 +41,7 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
 def open_model(model: str, threads: Optional[int] = None):
     """A saved model folder (a run's ``model/``) loaded in this process for ``.predict(df)``
     (``infer.LoadedModel``); DlmineError when it is not a model folder or cannot be loaded."""
-    from dlmine_ray.infer import LoadedModel
-
-    meta = read_model_meta(model)
-    with failing_as(f"cannot load the model in {model}"):
-        return LoadedModel(model, threads=threads, task=get_task(meta["task"]))
+    return load_model(model, read_model_meta(model), threads)
 
 
 def output_file(output: str, overwrite: bool, example: str) -> Path:
@@ -91,13 +87,14 @@ def output_folders(out: Path) -> Iterator[None]:
         raise
 
 
-def load_model(model: str, meta: dict):
-    """The model folder loaded (``infer.LoadedModel``) with the task its ``meta`` names; weights that
-    do not fit model.json fail here, in one line."""
+def load_model(model: str, meta: dict, threads: Optional[int] = 1):
+    """The model folder loaded (``infer.LoadedModel``, scoring with ``threads`` torch threads; None:
+    the process's) with the task its ``meta`` names; weights that do not fit model.json fail here,
+    in one line."""
     from dlmine_ray.infer import LoadedModel
 
     with failing_as(f"cannot load the model in {model}"):
-        return LoadedModel(model, task=get_task(meta["task"]))
+        return LoadedModel(model, threads=threads, task=get_task(meta["task"]))
 
 
 def read_data(data, fmt: str, meta: dict):
@@ -113,8 +110,7 @@ def _score_here(model: str, meta: dict, data, out: Path, fmt: str, batch_size: i
     """``_score`` for small local input: read, score and write in this process."""
     import pyarrow as pa
 
-    loaded = load_model(model, meta)
-    loaded.threads = None  # this process's torch threads (all cores), not a Ray worker's one
+    loaded = load_model(model, meta, threads=None)  # this process's torch threads (all cores), not a worker's one
     table = read_table_here(data, fmt, na_values=meta.get("na_values", []))
     check_columns(table.column_names, meta)
     keep = tuple(c for c in (meta.get("id"), meta.get("target")) if c and c in table.column_names)

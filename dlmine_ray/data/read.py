@@ -123,11 +123,7 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool =
 
     na_values = [str(v) for v in na_values]
     if isinstance(path, str) and path.startswith("builtin:"):
-        frame = builtin_frame(path.split(":", 1)[1])
-        if isinstance(frame, pd.DataFrame):
-            import pyarrow as pa
-
-            frame = pa.Table.from_pandas(frame, preserve_index=False)
+        frame = _builtin_table(path)
         if row_key:
             frame = frame.append_column(ROW_KEY, row_keys_array(path, 0, frame.num_rows))
         ds = ray.data.from_arrow(frame)
@@ -144,6 +140,14 @@ def read_dataset(path: Union[str, list[str]], fmt: str = "auto", row_key: bool =
         from dlmine_ray.data.text_source import KeyedTextFiles
 
         return ray.data.read_datasource(KeyedTextFiles(files, fmt, row_key, na_values))
+
+
+def _builtin_table(path: str):
+    """The Arrow table of ``builtin:NAME``."""
+    import pyarrow as pa
+
+    frame = builtin_frame(path.split(":", 1)[1])
+    return pa.Table.from_pandas(frame, preserve_index=False) if isinstance(frame, pd.DataFrame) else frame
 
 
 def _check_parquet(files: list[str]) -> None:
@@ -291,8 +295,7 @@ def read_table_here(path: Union[str, list[str]], fmt: str = "auto", na_values: S
 
     na_values = [str(v) for v in na_values]
     if isinstance(path, str) and path.startswith("builtin:"):
-        frame = builtin_frame(path.split(":", 1)[1])
-        table = pa.Table.from_pandas(frame, preserve_index=False) if isinstance(frame, pd.DataFrame) else frame
+        table = _builtin_table(path)
         return _marker(na_values)(table) if na_values else table
     files, fmt = resolve_paths(path, fmt)
     with failing_as("cannot read data"):

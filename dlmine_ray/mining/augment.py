@@ -330,7 +330,6 @@ def _holds(x: np.ndarray, cols: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> n
     return (v > lo[None]) & (v <= hi[None])
 
 
-
 def _task_of(kind: str):
     """The registered task whose model mines ``kind`` (its ``augment_kind``)."""
     from dlmine_ray.tasks import TASKS

@@ -201,13 +201,13 @@ class SelectTask(ClassifyTask):
                 model = retrain({**info, "mask": m.tolist()}, ["fit"], s)
                 outputs[variant].append(model_outputs(model, x_te))
         metric = self.headline[0]
-        deep = {v: {"scores": [float(self.weighted_score(np.ones((1, len(y_te))), o, y_te)[0]) for o in outs]}
-                for v, outs in outputs.items()}
-        for d in deep.values():
-            d["mean"] = float(np.mean(d["scores"]))
         paired = {f"gates_vs_{other}": seeded_difference(self.weighted_score, outputs["gates"], outputs[other], y_te,
                                                          seeds[0] + 24)
                   for other in ("mutual_info", "all")}
+        # each setting's per-seed scores, as the paired comparisons computed them
+        per_seed = {"gates": paired["gates_vs_all"]["a"], "mutual_info": paired["gates_vs_mutual_info"]["b"],
+                    "all": paired["gates_vs_all"]["b"]}
+        deep = {v: {"scores": scores, "mean": float(np.mean(scores))} for v, scores in per_seed.items()}
         # the gates' own stability: the run's choice and the gates retrained with the other seeds
         plain = {key: v for key, v in info.items() if key not in ("mask", "selection")}
         chosen = [sel["chosen"]]
@@ -216,9 +216,7 @@ class SelectTask(ClassifyTask):
             with torch.no_grad():
                 p = _gates(gated).open_probability().numpy().astype(np.float64)
             chosen.append([names[i] for i in _top(p, k)])
-        sets = [set(c) for c in chosen]
-        pairs = [len(a & b) / len(a | b) for j, a in enumerate(sets) for b in sets[j + 1:]]
-        stability = float(np.mean(pairs)) if pairs else None
+        stability = _mean_jaccard([set(c) for c in chosen]) if len(chosen) > 1 else None
         flat = {f"mlp_{v}_{metric}": d["mean"] for v, d in deep.items()}
         if stability is not None:
             flat["stability_gates"] = stability
@@ -423,8 +421,12 @@ def _bootstrap_stability(rank, x, y, group_of, n_groups, k, seed, draws: int = 5
     for _ in range(draws):
         i = rng.integers(0, len(x), len(x))
         tops.append(set(_top(rank(x[i], y[i], group_of, n_groups, seed), k).tolist()))
-    pairs = [(a, b) for j, a in enumerate(tops) for b in tops[j + 1:]]
-    return float(np.mean([len(a & b) / len(a | b) for a, b in pairs]))
+    return _mean_jaccard(tops)
+
+
+def _mean_jaccard(sets: list[set]) -> float:
+    """The mean Jaccard similarity over every pair of ``sets`` (at least two, none empty)."""
+    return float(np.mean([len(a & b) / len(a | b) for j, a in enumerate(sets) for b in sets[j + 1:]]))
 
 
 def _is_one_hot(v: np.ndarray) -> bool:
