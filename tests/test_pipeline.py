@@ -57,7 +57,7 @@ def test_classify_run_writes_the_contract_and_predict_matches(tmp_path, capsys, 
 
     # a second run into the same folder needs --overwrite, and then replaces it
     assert main(["run", job, "--output", str(out), "--set", "train.epochs=1"]) == 2
-    assert m["trainer"] == "task"  # a small single-worker job skips the TorchTrainer start-up
+    assert m["trainer"] == "driver"  # a small job runs in this process (test_driver_path.py compares it with Ray)
     assert main(["run", job, "--output", str(out), "--set", "train.epochs=1", "--set", "scaling.trainer=ray_train",
                  "--overwrite"]) == 0
     again = json.loads((out / "metrics.json").read_text())

@@ -110,8 +110,9 @@ def test_a_local_run_listens_on_loopback_only(tmp_path, table_dir):
 
     import psutil
 
+    # (through Ray: a job this small would otherwise run in the driver and start no Ray)
     job = write_job(tmp_path / "job.yaml", data={"path": str(table_dir)}, train={"epochs": 40, "early_stopping": 0},
-                    knowledge="off")
+                    knowledge="off", scaling={"driver_max_mb": 0})
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(tmp_path / "out")],

@@ -10,10 +10,10 @@ from typing import Optional, Union
 
 from dlmine_ray.app.jobfile import coerce_spec
 from dlmine_ray.errors import first_line
-from dlmine_ray.pipelines import RunContext, RunResult, run_pipeline
+from dlmine_ray.pipelines import RunContext, RunResult, driver_reason, run_pipeline
 from dlmine_ray.pipelines.write import RunFolder
 from dlmine_ray.runtime.progress import Reporter
-from dlmine_ray.runtime.session import ray_session
+from dlmine_ray.runtime.session import check_reachable, driver_session, ray_session
 from dlmine_ray.spec import JobSpec
 from dlmine_ray.tasks import get_task
 from dlmine_ray.tune.knowledge import KnowledgeBase
@@ -47,9 +47,16 @@ def run_job(job: Union[JobSpec, dict, str, os.PathLike], output: Union[str, os.P
     os.makedirs(scratch, exist_ok=True)
     ctx = None
     try:
-        with ray_session(address, verbose, num_cpus) as cpus:
-            ctx = RunContext(spec, get_task(spec.task), folder, rep, spec.storage or scratch, scratch, cpus,
-                             knowledge=kb)
+        task = get_task(spec.task)
+        on_driver = driver_reason(spec, task)
+        cluster = address or os.environ.get("RAY_ADDRESS")
+        if on_driver:
+            if cluster:  # a wrong address is an error, small job or not
+                check_reachable(cluster)
+            rep.info(on_driver + (f"; the cluster at {cluster} is not used" if cluster else ""))
+        with driver_session(num_cpus) if on_driver else ray_session(address, verbose, num_cpus) as cpus:
+            ctx = RunContext(spec, task, folder, rep, spec.storage or scratch, scratch, cpus, knowledge=kb,
+                             on_driver=bool(on_driver))
             result = run_pipeline(ctx)
         rep.stage("publishing", str(folder.final))
         shutil.rmtree(scratch, ignore_errors=True)

@@ -285,27 +285,35 @@ def local_input_bytes(path: Union[str, list[str]], fmt: str = "auto") -> Optiona
     return sum(os.path.getsize(f) for f in files)
 
 
-def read_table_here(path: Union[str, list[str]], fmt: str = "auto", na_values: Sequence[str] = ()):
+def read_table_here(path: Union[str, list[str]], fmt: str = "auto", na_values: Sequence[str] = (),
+                    row_key: bool = False):
     """The rows at ``path`` as one Arrow table read in this process, without Ray: for small input
     (``SMALL_INPUT_BYTES``). The same readers and checks as ``read_dataset`` (CSV and JSON through
-    ``KeyedTextFiles``, Parquet checked to be Parquet, the same missing-value markers), so the rows
-    and the one-line errors are those a read through Ray Data gives."""
+    ``KeyedTextFiles``, Parquet checked to be Parquet, the same missing-value markers, the same
+    ``ROW_KEY`` of each row with ``row_key``), so the rows, their splits and the one-line errors
+    are those a read through Ray Data gives."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     na_values = [str(v) for v in na_values]
     if isinstance(path, str) and path.startswith("builtin:"):
         table = _builtin_table(path)
+        if row_key:
+            table = table.append_column(ROW_KEY, row_keys_array(path, 0, table.num_rows))
         return _marker(na_values)(table) if na_values else table
     files, fmt = resolve_paths(path, fmt)
     with failing_as("cannot read data"):
         if fmt == "parquet":
             _check_parquet(files)
             parts = [pq.read_table(f) for f in files]
+            if row_key:
+                if parts and ROW_KEY in parts[0].column_names:
+                    raise DlmineError(ROW_KEY_TAKEN)
+                parts = [t.append_column(ROW_KEY, row_keys_array(f, 0, t.num_rows)) for f, t in zip(files, parts)]
         else:
             from dlmine_ray.data.text_source import KeyedTextFiles
 
-            source = KeyedTextFiles(files, fmt, False, na_values)
+            source = KeyedTextFiles(files, fmt, row_key, na_values)
             parts = [t for f in files for t in source._read_file(f)]
     if not parts:
         raise DlmineError("the dataset is empty: no rows were read")

@@ -69,7 +69,10 @@ class KeyedTextFiles(Datasource):
         import pyarrow.csv as pcsv
 
         conv = pcsv.ConvertOptions(null_values=self.na_values, strings_can_be_null=True)
-        reader = pcsv.open_csv(stream, convert_options=conv, read_options=pcsv.ReadOptions(block_size=16 << 20))
+        # parsed serially: a malformed row's error then names its row number (pyarrow's threaded
+        # parser does not know it); Ray's workers parse serially anyway
+        reader = pcsv.open_csv(stream, convert_options=conv,
+                               read_options=pcsv.ReadOptions(block_size=16 << 20, use_threads=False))
         twice = sorted({n for n in reader.schema.names if reader.schema.names.count(n) > 1})
         if twice:
             raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once")

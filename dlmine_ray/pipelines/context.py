@@ -46,6 +46,9 @@ class RunContext:
     dataset: Optional[dict] = None
     selection: Optional[dict] = None
     trials: list = field(default_factory=list)
+    #: the run goes on in this process without Ray (small input: ``scaling.driver_max_mb``); its
+    #: rows are ``data.local.LocalRows`` instead of Ray Datasets
+    on_driver: bool = False
 
     @property
     def options(self) -> Any:

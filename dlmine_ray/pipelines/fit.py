@@ -1,13 +1,15 @@
 """``fit_stages``: train a task's model, stage after stage, with the one training loop.
 
-Each stage runs in one Ray task (a small single-worker job: no worker group to start) or on
-TorchTrainer workers (several workers, GPUs, or a large training split), or, with ``tune:``, as
-the trials of a Ray Tune search whose best trial is kept. After each stage the trained weights
+Each stage runs in this process (a small job without Ray: ``RunContext.on_driver``), in one Ray
+task (a small single-worker job: no worker group to start) or on TorchTrainer workers (several
+workers, GPUs, or a large training split), or, with ``tune:``, as the trials of a Ray Tune search
+whose best trial is kept. After each stage the trained weights
 are reloaded into a plain model on the driver and handed to the task (``after_stage``), which
 sets up the next stage or finishes the model (k-means centres, the SVDD centre, the threshold)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -18,9 +20,9 @@ import pandas as pd
 import torch
 
 from dlmine_ray.errors import failing_as
-from dlmine_ray.runtime.progress import BoardWatcher, make_board
+from dlmine_ray.runtime.progress import BoardWatcher, DirectBoard, make_board
 from dlmine_ray.spec import JobSpec
-from dlmine_ray.train.stages import StagesOutcome, run_stages
+from dlmine_ray.train.stages import RowsInMemory, StagesOutcome, in_process_stage, run_stages
 from dlmine_ray.train.trainer import fit_in_task, fit_with_ray_train, use_ray_train
 
 
@@ -118,15 +120,19 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     spec, task, rep = ctx.spec, ctx.task, ctx.reporter
     samples = samples or {}
     stages = task.stages(spec)
-    big = use_ray_train(spec, sets["train"].size_bytes())
-    where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
-    trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
     keep_in = os.path.join(ctx.scratch, name)
+    if ctx.on_driver:  # rows held here (LocalRows): the loop runs in this process
+        sets = {k: RowsInMemory(v.column("features"), v.column("target")) for k, v in sets.items()}
+        big, where, trainer = False, "in this process (small job)", "driver"
+    else:
+        big = use_ray_train(spec, sets["train"].size_bytes())
+        where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
+        trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
     fit_ref = task.fit_reference(samples, spec) if task.fit_metrics else None
-    if ctx.folder.resumed and trainer == "task":  # (a tuned run's trials resume: a Tune experiment)
-        rep.info("a small job trains in one Ray task, which keeps no checkpoint: its training starts again "
-                 "(TorchTrainer training resumes; scaling.trainer: ray_train asks for one)")
-    board = make_board()
+    if ctx.folder.resumed and trainer in ("task", "driver"):  # (a tuned run's trials resume: a Tune experiment)
+        rep.info(f"a small job trains {where.split(' (')[0]}, which keeps no checkpoint: its training starts "
+                 "again (TorchTrainer training resumes; scaling.trainer: ray_train asks for one)")
+    board = DirectBoard(rep) if ctx.on_driver else make_board()
     t0 = time.perf_counter()
     run_spec, tuned, notes = spec, None, []
 
@@ -140,6 +146,8 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
         step = f"stage {i + 1}/{len(stages)} '{stage}': " if len(stages) > 1 else ""
         rep.stage("training", f"{step}{where}, up to {tr['epochs']} epochs")
         with failing_as("training failed", RuntimeError):
+            if ctx.on_driver:
+                return in_process_stage(spec, task, board, None, ctx.cpus, keep_in)(i, stage, stage_sets, layout)
             if big:
                 out = fit_with_ray_train(spec, stage_sets, layout, ctx.storage, board, ctx.cpus,
                                          os.path.join(keep_in, stage), run_name=_run_name(ctx, f"{name}-{stage}"))
@@ -148,7 +156,7 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
         return out, spec.model.model_dump()
 
     try:
-        with BoardWatcher(board, rep):
+        with contextlib.nullcontext() if ctx.on_driver else BoardWatcher(board, rep):
             if spec.tune is not None and task.fit_metrics:
                 layout = {"n_features": n_features, "info": dict(info), "has_valid": "valid" in sets,
                           "whole_fit": {"samples": samples, "fit_ref": fit_ref}}
@@ -160,7 +168,8 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
                                     {k: best.best[k] for k in task.fit_metrics if k in best.best})
                 notes.append(f"the best trial's fit: {_scores_text(out.scores)}")
             else:
-                out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, rep.info)
+                out = run_stages(task, spec, sets, n_features, info, samples, train_stage, fit_ref, rep.info,
+                                 **({"rows_of": RowsInMemory} if ctx.on_driver else {}))
                 if out.scores:
                     notes.append(f"label-free fit criteria: {_scores_text(out.scores)}")
     finally:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from dlmine_ray.data.preprocess import TabularPreprocessor
 from dlmine_ray.data.profile import SPLIT_COL, check_profile, check_types, profile_dataset, with_split_column
+from dlmine_ray.data.local import LocalRows, read_local
 from dlmine_ray.data.read import read_dataset
 from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.infer import save_model_dir, score_encoded
@@ -39,7 +40,10 @@ def run(ctx: RunContext) -> RunResult:
     chosen = _chosen_columns(d.features_from) if d.features_from else None
     rep.stage("reading", str(d.path))
     # rows are split by a hash of data.group/data.id, else of their file and position (ROW_KEY)
-    ds = read_dataset(d.path, d.format, row_key=d.split_key is None, na_values=d.na_values)
+    if ctx.on_driver:  # small input: the same steps over rows held here (data/local.py)
+        ds = read_local(d.path, d.format, row_key=d.split_key is None, na_values=d.na_values)
+    else:
+        ds = read_dataset(d.path, d.format, row_key=d.split_key is None, na_values=d.na_values)
 
     rep.stage("profiling and splitting", f"valid={d.split.valid} test={d.split.test} seed={d.split.seed}")
     truth = task.truth_column(spec)
@@ -122,7 +126,8 @@ def run(ctx: RunContext) -> RunResult:
         baseline, base_rows = task.fit_baseline(x_b, y_b, fitted.info, spec), len(x_b)
         base_seconds = time.perf_counter() - tb
 
-    rep.stage("scoring", ("every row" if task.scores_every_row else "test split") + ", batch inference on Ray Data")
+    rep.stage("scoring", ("every row" if task.scores_every_row else "test split")
+              + (", in this process" if ctx.on_driver else ", batch inference on Ray Data"))
     model_dir = str(ctx.folder.path("model"))
     save_model_dir(model_dir, fitted.state, prep, spec.task, fitted.run_spec.model.model_dump(),
                    {"job": spec.name, "stages": fitted.stages, "best_epoch": fitted.best.get("epoch"),
@@ -130,7 +135,7 @@ def run(ctx: RunContext) -> RunResult:
     scored_rows = encoded if task.scores_every_row else _split(encoded, (2,), None)
     raw = tuple(RAW + c for c in kept)
     scored = score_encoded(scored_rows.select_columns(["features", *raw]), model_dir, keep=("features",) + raw,
-                           task=task)
+                           task=task, threads=max(1, int(ctx.cpus)) if ctx.on_driver else 1)
     batches = ({c[len(RAW):] if c.startswith(RAW) else c: v for c, v in b.items()}
                for b in scored.iter_batches(batch_format="numpy", batch_size=65536))
     with failing_as("scoring failed", RuntimeError):
@@ -331,6 +336,9 @@ def _encode(ds, ctx: RunContext, prep: TabularPreprocessor, kept: tuple[str, ...
 
 def _split(encoded, codes: tuple[int, ...], columns: Optional[list[str]]):
     """The rows of ``encoded`` whose split code is in ``codes`` (only ``columns``; None: all)."""
+    if isinstance(encoded, LocalRows):
+        part = encoded.where(np.isin(encoded.column(SPLIT_COL), codes))
+        return part.select_columns(columns) if columns else part
     from ray.data.expressions import col
 
     expr = col(SPLIT_COL) == codes[0]

@@ -190,6 +190,28 @@ class Board:
             pass
 
 
+class _HandOver:
+    def __init__(self, handle):
+        self.handle = handle
+
+    def remote(self, ev: dict) -> None:
+        try:
+            self.handle(ev)
+        except Exception:  # progress must never break a run
+            pass
+
+
+class DirectBoard:
+    """A board for a loop that runs in this process (a small job without Ray): ``put.remote(ev)``
+    hands each event to ``sink`` (a Reporter, or a callable of one event) at once."""
+
+    def __init__(self, sink):
+        self.put = _HandOver(sink.event if isinstance(sink, Reporter) else sink)
+
+    def close(self) -> None:
+        pass
+
+
 def make_board() -> Board:
     """Create a ProgressBoard actor (needs a running Ray); returns its Board handle."""
     import ray

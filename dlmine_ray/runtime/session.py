@@ -1,4 +1,5 @@
-"""Start a local Ray sized for the machine, or join a running cluster."""
+"""Start a local Ray sized for the machine, or join a running cluster; or, for a small job that
+runs in this process, no Ray at all."""
 
 from __future__ import annotations
 
@@ -98,6 +99,19 @@ def _loopback_only() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def driver_session(num_cpus: Optional[int] = None) -> Iterator[float]:
+    """Yield the CPUs a job that runs in this process without Ray may use (``num_cpus``, default
+    this machine's cores); torch's thread count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield float(num_cpus or os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
 def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: Optional[int] = None,
                 object_store_mb: Optional[int] = None) -> Iterator[float]:
     """Yield the cluster's CPU count, with Ray initialised; shut down only a Ray we started.
@@ -139,6 +153,11 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
     # and packs small files into one block (one core); the classic reader with a block count of
     # about twice the CPUs took a 500k-row data path from 15.1 s to 4.1 s here (see read.py).
     ctx.use_datasource_v2 = False
+    # rows in file order after every map and filter: the training order, the sampled rows (the
+    # baseline's, the fit references') and so the results do not depend on which block finished
+    # first (they did: the same detect job gave another fit_consensus from one run to the next),
+    # and a small job run in the driver gets exactly what the same job through Ray gets
+    ctx.execution_options.preserve_order = True
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = verbose
     try:
