@@ -240,6 +240,33 @@ def _complete(point: dict, space: dict, spec: JobSpec) -> Optional[dict]:
     return out
 
 
+#: single-worker trials get (features, target) splits of at most this many bytes as arrays in the
+#: object store instead of Ray Datasets: a trial then starts no Ray Data execution of its own
+TRIAL_ROWS_BYTES = 64 << 20
+
+
+def _in_memory_when_small(datasets: dict) -> dict:
+    """``datasets`` as RowsInMemory when they hold at most TRIAL_ROWS_BYTES together (else as
+    they are)."""
+    import numpy as np
+
+    from dlmine_ray.train.stages import RowsInMemory
+
+    if not all(hasattr(ds, "size_bytes") for ds in datasets.values()) or \
+            sum(ds.size_bytes() for ds in datasets.values()) > TRIAL_ROWS_BYTES:
+        return datasets
+    out = {}
+    for key, ds in datasets.items():
+        xs, ys = [], []
+        for b in ds.iter_batches(batch_format="numpy", batch_size=65536):
+            xs.append(b["features"])
+            ys.append(b["target"])
+        if not xs:
+            return datasets
+        out[key] = RowsInMemory(np.concatenate(xs), np.concatenate(ys))
+    return out
+
+
 def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress, cluster_cpus: float,
              keep_in: str, reporter=None, points: Optional[list[dict]] = None,
              space: Optional[dict] = None, explored: int = 0, name: Optional[str] = None,
@@ -264,6 +291,8 @@ def run_tune(spec: JobSpec, datasets: dict, layout: dict, storage: str, progress
     if reporter is not None:
         reporter.start_tuning(metric, mode, ts.num_samples)
     per_trial_workers = spec.scaling.num_workers
+    if per_trial_workers == 1:
+        datasets = _in_memory_when_small(datasets)
     if layout.get("whole_fit") is not None:  # every stage in the trial's process
         cpus = spec.scaling.cpus_per_worker or 1.0
         trainable = tune.with_parameters(_trial_whole, datasets=datasets, base=base, layout=layout,
