@@ -4,14 +4,18 @@
   python benchmarks/bench_fixed_cost.py --smoke   # one run of the first case and of predict without Ray (CI)
 
 Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
-  1. a tiny job (300 rows, 1 epoch) with the small-job path (`scaling.trainer: task`),
+  0. a tiny job (300 rows, 1 epoch) as a user writes it: small input runs in the driver process
+     without Ray (`scaling.driver_max_mb`, default 64 MiB),
+  1. the same job through a fresh local Ray, trained in one Ray task (`scaling.trainer: task`),
   2. the same job with a TorchTrainer (`scaling.trainer: ray_train`),
   3. the same job tuned with 1 trial, and with 3 trials (the difference / 2 is the cost of one
      more trial),
   4. `dlmine predict` of 40 rows with the tiny job's model: in its own process without Ray (the
      default for small local data), and with `--ray` (Ray Data; Ray start-up included),
-  5. the tiny job against an already running local cluster (`ray start --head`, started once by
-     this script and stopped at the end; `--address`): the cost a warm Ray leaves,
+  5. the tiny job through an already running local cluster (`ray start --head`, started once by
+     this script and stopped at the end; `--address`, `scaling.trainer: task`): the cost a warm
+     Ray leaves; and the job as a user writes it with `--address` (it runs in the driver, after
+     checking that the cluster answers),
 and prints the per-stage times each run reports, and the ratios.
 """
 
@@ -107,9 +111,9 @@ def _start_head(workdir: Path) -> tuple[subprocess.Popen, str]:
 
 
 #: the cases, in the order they run (names for --cases)
-CASES = ("task", "ray_train", "tune1", "tune3", "predict", "predict_ray", "address")
-#: --smoke: one fresh process of the first case and of predict (~25 s; a TorchTrainer run adds ~35 s, tuning more)
-SMOKE = {"repeats": 1, "cases": ["task", "predict"]}
+CASES = ("driver", "task", "ray_train", "tune1", "tune3", "predict", "predict_ray", "address")
+#: --smoke: one fresh process of the first case and of predict (~15 s; a TorchTrainer run adds ~35 s, tuning more)
+SMOKE = {"repeats": 1, "cases": ["driver", "predict"]}
 
 
 def main() -> None:
@@ -132,6 +136,7 @@ def main() -> None:
                 "model": {"hidden": [16]}, "train": {"epochs": 1, "batch_size": 64}, "compare_baselines": False}
         space = {"train.lr": {"loguniform": [0.001, 0.01]}}
         cases = {
+            "tiny job, in the driver": base,
             "tiny job, task trainer": {**base, "scaling": {"trainer": "task"}},
             "tiny job, TorchTrainer": {**base, "scaling": {"trainer": "ray_train"}},
             "tuned, 1 trial": {**base, "tune": {"num_samples": 1, "scheduler": "fifo", "space": space}},
@@ -147,7 +152,8 @@ def main() -> None:
             pd.read_parquet(work / "tiny.parquet").drop(columns="label").head(40).to_parquet(work / "new.parquet")
         head = _start_head(work) if "address" in args.cases else None
         warm = "tiny job, running cluster (--address)"
-        results = {k: [] for k in [*cases, *predicts, *([warm] if head else [])]}
+        warm_driver = "tiny job, --address, driver"
+        results = {k: [] for k in [*cases, *predicts, *([warm, warm_driver] if head else [])]}
         try:
             for r in range(args.repeats):  # interleaved, so that drift hits every case alike
                 for i, (name, job) in enumerate(cases.items()):
@@ -155,6 +161,7 @@ def main() -> None:
                 if head:
                     results[warm].append(_run({**base, "scaling": {"trainer": "task"}}, work, "warm",
                                               "--address", head[1]))
+                    results[warm_driver].append(_run(base, work, "warm_driver", "--address", head[1]))
                 for i, (name, extra) in enumerate(predicts.items()):
                     results[name].append(_predict(work / "out-model" / "model", work / "new.parquet", work, f"p{i}",
                                                   *extra))
@@ -175,6 +182,10 @@ def main() -> None:
             t_task, t_tt = med["tiny job, task trainer"][1], med["tiny job, TorchTrainer"][1]
             print(f"\ntraining time, task / TorchTrainer: {t_task / t_tt:.2f}  "
                   f"(whole command: {med['tiny job, task trainer'][0] / med['tiny job, TorchTrainer'][0]:.2f})")
+        if "tiny job, in the driver" in med and "tiny job, task trainer" in med:
+            here, ray_ = med["tiny job, in the driver"][0], med["tiny job, task trainer"][0]
+            print(f"\ntiny job in the driver / through a fresh local Ray: {here:.1f} s / {ray_:.1f} s = "
+                  f"{here / ray_:.2f}")
         if head and "tiny job, task trainer" in med:
             print(f"\ntiny job against a running cluster / with a fresh local Ray: {med[warm][0]:.1f} s / "
                   f"{med['tiny job, task trainer'][0]:.1f} s = {med[warm][0] / med['tiny job, task trainer'][0]:.2f}")
