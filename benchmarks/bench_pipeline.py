@@ -477,7 +477,7 @@ def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch:
     del scored
     if rows != n:
         raise RuntimeError(f"score_dataset returned {rows} rows for {n} input rows")
-    # in this process, as `dlmine predict` scores local input of at most 64 MiB and as
+    # in this process, as `dlmine predict` scores local input of at most 256 MiB and as
     # load_model(path).predict(df) does: read_table_here, then the saved preprocessing and forward
     from dlmine_ray.data.read import read_table_here
 

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="score new data with a saved model",
                         description="Apply a run's model (same preprocessing) to new rows; writes one Parquet "
-                                    "file. Local data of at most 64 MiB is scored in this process without "
+                                    "file. Local data of at most 256 MiB is scored in this process without "
                                     "starting Ray; larger data, data in object storage, --address or --ray: "
                                     "batch inference on Ray Data.")
     pr.add_argument("--model", required=True, metavar="DIR/model", help="the model/ folder of a run")

@@ -146,7 +146,7 @@ class ScalingSpec(_Strict):
     trainer: Literal["auto", "ray_train", "task"] = Field(
         "auto", description="ray_train: a TorchTrainer; task: one Ray task (one worker, small data); "
                             "auto: a TorchTrainer for several workers, GPUs or 64 MB+ of training data")
-    driver_max_mb: float = Field(64.0, ge=0.0, description="a job whose input is local files (or a builtin "
+    driver_max_mb: float = Field(256.0, ge=0.0, description="a job whose input is local files (or a builtin "
                                  "dataset) of at most this many MiB, untuned, on one CPU worker with trainer auto, "
                                  "runs in the driver process without starting or joining Ray (the same pipeline, "
                                  "splits and loop; seconds faster); 0: always through Ray")

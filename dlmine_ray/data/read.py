@@ -270,8 +270,11 @@ def _marker(na_values: list[str]):
     return mark
 
 
-#: local input of at most this many bytes (files on disk) may be read in this process, without Ray
-SMALL_INPUT_BYTES = 64 << 20
+#: local input of at most this many bytes (files on disk) is read in this process, without Ray:
+#: ``dlmine predict``'s default, and ``scaling.driver_max_mb``'s. Chosen on this 2-core machine:
+#: a 1M x 32 classify job (193 MB of Parquet) took 24.0 s and 1.31 GiB in the driver against 51.8 s
+#: and 2.74 GiB through Ray (benchmarks/README.md); the driver holds about 4-5x the files' size
+SMALL_INPUT_BYTES = 256 << 20
 
 
 def local_input_bytes(path: Union[str, list[str]], fmt: str = "auto") -> Optional[int]:
