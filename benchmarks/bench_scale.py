@@ -29,15 +29,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import psutil
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peak_memory import process_tree, rss_pss  # noqa: E402
+from peak_memory import run_measured  # noqa: E402
 
 SMOKE = {"small": 20_000, "large": 100_000, "cases": ["classify"], "data": None}
 
@@ -58,30 +56,11 @@ def _tree_cpu(pids: list[int], seen: dict[int, float]) -> None:
 
 def measure(cmd: list[str], log: Path) -> dict:
     """Run ``cmd``; its wall time, stage times, peak tree PSS/RSS and the cores others used."""
-    t0, b0 = time.perf_counter(), _busy()
+    b0 = _busy()
+    cpu: dict[int, float] = {}
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        peak = {"pss": 0, "rss": 0}
-        cpu: dict[int, float] = {}
-        done = threading.Event()
-
-        def sample():
-            while not done.is_set():
-                pids = process_tree(proc.pid)
-                rss = pss = 0
-                for p in pids:
-                    r, q = rss_pss(p)
-                    rss, pss = rss + r, pss + q
-                peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
-                _tree_cpu(pids, cpu)
-                done.wait(1.0)
-
-        th = threading.Thread(target=sample, daemon=True)
-        th.start()
-        code = proc.wait()
-        done.set()
-        th.join()
-    wall = time.perf_counter() - t0
+        code, wall, peak = run_measured(cmd, 1.0, lambda pids: _tree_cpu(pids, cpu), stdout=out,
+                                        stderr=subprocess.STDOUT)
     # the tree's CPU: what its processes used (the last reading of each; processes that ended between
     # readings are missed, so "others" is an upper bound)
     others = max(0.0, (_busy() - b0) - sum(cpu.values())) / wall

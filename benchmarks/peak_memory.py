@@ -91,16 +91,12 @@ SMOKE = [sys.executable, "-c", "import ray; ray.init(num_cpus=1, include_dashboa
          "print(ray.get(ray.remote(lambda: 'smoke ok').remote())); ray.shutdown()"]
 
 
-def main(argv: list[str]) -> int:
-    if argv == ["--smoke"]:
-        argv = SMOKE
-    if "--" in argv:
-        argv = argv[argv.index("--") + 1:]
-    if not argv:
-        print(__doc__)
-        return 2
+def run_measured(argv: list[str], interval: float = 2.0, on_sample=None, **popen) -> tuple[int, float, dict]:
+    """Run ``argv`` (``popen``: Popen's keyword arguments) and sample its process tree every
+    ``interval`` s (reading smaps of ~40 processes costs CPU itself); returns its exit code, wall
+    seconds and peak {"rss", "pss", "procs"}. ``on_sample(pids)`` is called at each sample."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(argv, **popen)
     peak = {"rss": 0, "pss": 0, "procs": 0}
     done = threading.Event()
 
@@ -115,14 +111,27 @@ def main(argv: list[str]) -> int:
             peak["rss"] = max(peak["rss"], rss)
             peak["pss"] = max(peak["pss"], pss)
             peak["procs"] = max(peak["procs"], len(procs))
-            done.wait(2.0)  # reading smaps of ~40 processes costs CPU itself
+            if on_sample is not None:
+                on_sample(procs)
+            done.wait(interval)
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     code = proc.wait()
     done.set()
     th.join()
-    wall = time.perf_counter() - t0
+    return code, time.perf_counter() - t0, peak
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--smoke"]:
+        argv = SMOKE
+    if "--" in argv:
+        argv = argv[argv.index("--") + 1:]
+    if not argv:
+        print(__doc__)
+        return 2
+    code, wall, peak = run_measured(argv)
     print(f"\nexit {code}; wall {wall:.1f} s; peak process-tree memory: PSS {peak['pss'] / 2**30:.2f} GiB, "
           f"RSS {peak['rss'] / 2**30:.2f} GiB (up to {peak['procs']} processes)", file=sys.stderr)
     return code
