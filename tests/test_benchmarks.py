@@ -25,6 +25,7 @@ SMOKE = {
     "bench_model_selection.py": ["--smoke"],
     "bench_pipeline.py": ["--smoke"],
     "bench_rules.py": ["--smoke"],
+    "bench_rules_small.py": ["--smoke"],
     "bench_scale.py": ["--smoke"],
     "bench_select.py": ["--smoke"],
     "bench_select_penalty.py": ["--smoke"],

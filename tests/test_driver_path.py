@@ -130,3 +130,54 @@ def test_which_jobs_run_in_the_driver(tmp_path):
     assert reason(scaling={"num_workers": 2}) is None
     assert reason(tune={"num_samples": 2}) is None
     assert "without Ray" in reason(data={"path": "builtin:digits", "target": "label"})
+
+
+def _baskets_long_and_table(tmp_path) -> dict:
+    """The three input shapes of transactions, small: baskets (a list column), long (one row per
+    transaction and item) and a categorical table."""
+    rng = np.random.default_rng(0)
+    baskets = [sorted(set(rng.choice([f"i{k}" for k in range(12)], rng.integers(1, 6)).tolist()) | (
+        {"a", "b"} if i % 3 == 0 else set())) for i in range(400)]
+    pd.DataFrame({"basket_id": range(400), "items": baskets}).to_parquet(tmp_path / "baskets.parquet", index=False)
+    long = pd.DataFrame([(i, item) for i, b in enumerate(baskets) for item in b], columns=["tx", "item"])
+    long.to_csv(tmp_path / "long.csv", index=False)
+    table = pd.DataFrame({"colour": rng.choice(["red", "blue", None], 400), "size": rng.choice(["s", "m", "l"], 400),
+                          "kind": np.where(np.arange(400) % 4 == 0, "x", "y")})
+    table.to_parquet(tmp_path / "table.parquet", index=False)
+    return {"baskets": {"path": str(tmp_path / "baskets.parquet"), "items": "items", "id": "basket_id"},
+            "long": {"path": str(tmp_path / "long.csv"), "transaction": "tx", "items": "item"},
+            "table": {"path": str(tmp_path / "table.parquet")}}
+
+
+@pytest.mark.parametrize("shape", ["baskets", "long", "table"])
+def test_exact_rules_of_small_input_are_mined_in_the_driver_as_through_ray(tmp_path, ray_local, shape):
+    data = _baskets_long_and_table(tmp_path)[shape]
+    job = write_job(tmp_path / "job.yaml", task="rules", data={"id": None, **data, "target": None},
+                    rules={"min_support": 0.05, "min_confidence": 0.3})
+    outs = {}
+    for name, extra in (("driver", []), ("ray", ["--set", "scaling.driver_max_mb=0"])):
+        assert main(["run", job, "--output", str(tmp_path / name), *extra]) == 0
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        key = lambda t: t.assign(**{c: t[c].map(lambda v: tuple(sorted(v))) for c in t.columns  # noqa: E731
+                                    if t[c].dtype == object}).sort_values(list(t.columns)).reset_index(drop=True)
+        outs[name] = (m, key(pd.read_parquet(tmp_path / name / "itemsets.parquet")),
+                      key(pd.read_parquet(tmp_path / name / "rules.parquet")))
+    (m_here, sets_here, rules_here), (m_ray, sets_ray, rules_ray) = outs["driver"], outs["ray"]
+    assert m_here["mined_in"] == "driver" and m_ray["mined_in"] == "ray"
+    for k in ("n_transactions", "n_items", "n_frequent_items", "n_itemsets", "n_rules", "min_count"):
+        assert m_here[k] == m_ray[k], k
+    assert m_here["n_itemsets"] > 5 and m_here["n_rules"] > 0
+    pd.testing.assert_frame_equal(sets_here, sets_ray)
+    pd.testing.assert_frame_equal(rules_here, rules_ray)
+
+
+def test_the_neural_miner_goes_through_ray(tmp_path):
+    from dlmine_ray.app.jobfile import coerce_spec
+    from dlmine_ray.pipelines import driver_reason
+    from dlmine_ray.tasks import get_task
+
+    for miner, expected in (("exact", True), ("neural", False), ("both", False)):
+        spec = coerce_spec({"name": "t", "task": "rules", "data": {"path": "builtin:baskets", "target": None,
+                                                                   "items": "items"},
+                            "rules": {"miner": miner}}, None)
+        assert (driver_reason(spec, get_task("rules")) is not None) is expected, miner

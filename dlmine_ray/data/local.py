@@ -61,9 +61,28 @@ class LocalRows:
         """One column as a numpy array (a 2-D one for a tensor column)."""
         return self._numpy()[name]
 
+    def to_arrow(self):
+        """The rows as one Arrow table (1-D columns)."""
+        import pyarrow as pa
+
+        if self._table is not None:
+            return self._table
+        return pa.table({c: pa.array(list(v) if v.dtype == object else v) for c, v in self._cols.items()})
+
     # --- Ray Dataset methods
     def materialize(self) -> "LocalRows":
         return self
+
+    def schema(self):
+        return self.to_arrow().schema
+
+    def rename_columns(self, names: dict) -> "LocalRows":
+        if self._table is not None:
+            return LocalRows(self._table.rename_columns([names.get(c, c) for c in self.names]), self._files)
+        return LocalRows({names.get(c, c): v for c, v in self._cols.items()}, self._files)
+
+    def groupby(self, key: str) -> "_Groups":
+        return _Groups(self, key)
 
     def select_columns(self, cols: Sequence[str]) -> "LocalRows":
         if self._table is not None:
@@ -142,6 +161,22 @@ class LocalRows:
             raise ValueError("LocalRows: numpy columns are not given as Arrow tables")
         return cols
 
+
+
+class _Groups:
+    """``LocalRows.groupby(key)``: ``map_groups(fn)`` applies ``fn`` to each group's rows (a
+    pandas DataFrame, groups in key order) and joins the outputs."""
+
+    def __init__(self, rows: LocalRows, key: str):
+        self.rows, self.key = rows, key
+
+    def map_groups(self, fn: Callable, batch_format: str = "pandas", **_) -> LocalRows:
+        frame = self.rows._slice(0, self.rows.count(), "pandas")
+        outs = [fn(part.reset_index(drop=True)) for _, part in frame.groupby(self.key, sort=True, dropna=False)]
+        if not outs:
+            return LocalRows({c: np.zeros(0, dtype=frame[c].dtype) for c in frame.columns}, self.rows._files)
+        joined = pd.concat(outs, ignore_index=True)
+        return LocalRows({c: joined[c].to_numpy() for c in joined.columns}, self.rows._files)
 
 def read_local(path, fmt: str = "auto", row_key: bool = False, na_values: Sequence[str] = ()) -> LocalRows:
     """The rows at ``path`` read in this process (``read.read_table_here``: the readers, checks,

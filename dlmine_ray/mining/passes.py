@@ -39,7 +39,15 @@ def _encode_block(batch: pa.Table) -> tuple[list, tuple[np.ndarray, np.ndarray, 
 
 def count_items(tx) -> tuple[int, Counter, list]:
     """(number of transactions, Counter of transactions per item, the encoded blocks' object
-    refs for ``mine_frequent``): one Ray task per block reads it once."""
+    refs for ``mine_frequent``): one Ray task per block reads it once. Transactions held in this
+    process (``data.local.LocalRows``) are one block, encoded here (the blocks are then the
+    encoded tuples themselves: mine them with ``local=True``)."""
+    from dlmine_ray.data.local import LocalRows
+
+    if isinstance(tx, LocalRows):
+        with failing_as("cannot read transactions"):
+            (n, counts), enc = _encode_block(tx.to_arrow())
+        return n, Counter(counts), [enc]
     import ray
 
     encode = ray.remote(num_returns=2)(_encode_block)
@@ -93,12 +101,21 @@ def _mine_group(group: int, groups: int, n_items: int, min_count: int, max_len: 
     return mine_csr(indptr, items, n_items, min_count, max_len, group=group if groups > 1 else -1, groups=groups)
 
 
-def _group_trees(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]):
+def _group_trees(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int],
+                 local: bool = False):
     """Parallel FP-Growth on Ray over ``count_items``' encoded blocks: one task per block sends
     every transaction's group-dependent prefixes (map), one object per (block, group); one task
     per group mines its prefixes locally (reduce), keeping the itemsets whose largest rank is in
     the group. Yields each group's (parent, item, count) tree, one at a time, so that the driver
-    holds one group's arrays from the object store at once."""
+    holds one group's arrays from the object store at once. ``local``: the blocks are held here
+    (``count_items`` of LocalRows), and the same map and reduce run in this process."""
+    if local:
+        vocab, rank_of = _flist(ranks)
+        emitted = [_emit_block(b, vocab, rank_of, groups) for b in encoded]
+        emitted = [[e] for e in emitted] if groups == 1 else emitted
+        for g in range(groups):
+            yield _mine_group(g, groups, len(ranks), min_count, max_len, *[e[g] for e in emitted])
+        return
     import ray
 
     vocab, rank_of = (ray.put(v) for v in _flist(ranks))
@@ -116,12 +133,13 @@ def _group_trees(encoded: list, ranks: dict[str, int], groups: int, min_count: i
         yield tree
 
 
-def mine_tree(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]):
+def mine_tree(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int],
+              local: bool = False):
     """Every frequent itemset (see ``_group_trees``) as one ``ItemsetTree`` of compact arrays
     (about 30 bytes an itemset, no Python object per itemset); returns the tree."""
     from dlmine_ray.mining.tree import ItemsetTree
 
-    return ItemsetTree.from_groups(_group_trees(encoded, ranks, groups, min_count, max_len), len(ranks))
+    return ItemsetTree.from_groups(_group_trees(encoded, ranks, groups, min_count, max_len, local), len(ranks))
 
 
 def mine_frequent(encoded: list, ranks: dict[str, int], groups: int, min_count: int, max_len: Optional[int]

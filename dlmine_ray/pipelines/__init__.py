@@ -8,20 +8,21 @@ from dlmine_ray.errors import DlmineError
 from dlmine_ray.pipelines.context import RunContext, RunResult
 
 #: the kinds of data whose pipeline runs small jobs in the driver (``RunContext.on_driver``)
-DRIVER_KINDS = ("rows",)
+DRIVER_KINDS = ("rows", "transactions")
 
 
 def driver_reason(spec, task) -> Optional[str]:
     """Why a job runs in this process without Ray (a line for the console), or None when it goes
     through Ray: its input is local files (or a builtin dataset) of at most
     ``scaling.driver_max_mb`` MiB, its pipeline can (``DRIVER_KINDS``), and it asks for nothing
-    that needs Ray (tuning, several workers, a GPU, a chosen trainer). DlmineError for paths that
+    that needs Ray (tuning, several workers, a GPU, a chosen trainer, what the task says only
+    runs through Ray: ``Task.runs_in_driver``). DlmineError for paths that
     match no file, as the read would raise."""
     from dlmine_ray.data.read import local_input_bytes
 
     sc = spec.scaling
     if (task.data_kind not in DRIVER_KINDS or spec.tune is not None or sc.driver_max_mb <= 0
-            or sc.trainer != "auto" or sc.num_workers > 1 or sc.use_gpu):
+            or sc.trainer != "auto" or sc.num_workers > 1 or sc.use_gpu or not task.runs_in_driver(spec)):
         return None
     size = local_input_bytes(spec.data.path, spec.data.format)
     if size is None or size > sc.driver_max_mb * 2**20:

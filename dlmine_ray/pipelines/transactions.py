@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dlmine_ray.data.baskets import transactions
+from dlmine_ray.data.local import read_local
 from dlmine_ray.data.read import read_dataset
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.mining.itemsets import min_count_for, rule_measures, rule_table
@@ -127,7 +128,10 @@ def run(ctx: RunContext) -> RunResult:
     """Mine a transaction task's job; its outputs go into ``ctx.folder``."""
     spec, rep, folder, r = ctx.spec, ctx.reporter, ctx.folder, ctx.options
     rep.stage("reading", str(spec.data.path))
-    ds = read_dataset(spec.data.path, spec.data.format, na_values=spec.data.na_values)
+    if ctx.on_driver:  # small input: read, counted and mined in this process (data/local.py)
+        ds = read_local(spec.data.path, spec.data.format, na_values=spec.data.na_values)
+    else:
+        ds = read_dataset(spec.data.path, spec.data.format, na_values=spec.data.na_values)
     # the miner is compiled with numba: compile it (first run after an install) or load it from
     # numba's cache while Ray Data reads, and wait for it before the clock starts, so that no
     # miner's seconds hold the one-off compile (it is reported apart, compile_seconds); the
@@ -142,7 +146,7 @@ def run(ctx: RunContext) -> RunResult:
     if compile_seconds > 2:
         rep.info(f"compiled the local miner (once after an install; numba caches it): {compile_seconds:.0f}s, "
                  "not counted in the miners' seconds")
-    rep.stage("counting items", "one Ray Data pass")
+    rep.stage("counting items", "in this process" if ctx.on_driver else "one Ray Data pass")
     t0 = time.perf_counter()
     n, counts, encoded = count_items(tx)
     if n == 0:
@@ -157,20 +161,23 @@ def run(ctx: RunContext) -> RunResult:
     names_pa = pa.array(frequent, type=pa.string())
     rep.info(f"{n:,} transactions, {len(counts):,} distinct items, {len(frequent):,} frequent "
              f"(min_support {r.min_support} = {min_count:,} transactions)")
-    groups = r.groups or max(1, int(ctx.cpus))
+    # in the driver one group mines everything at once (groups would only repeat prefixes)
+    groups = r.groups or (1 if ctx.on_driver else max(1, int(ctx.cpus)))
     metrics: dict[str, Any] = {"task": spec.task, "n_transactions": int(n), "n_items": int(len(counts)),
                                "n_frequent_items": int(len(frequent)), "n_itemsets": 0, "n_rules": 0,
                                "n_rules_found": 0, "rules_truncated": False, "min_count": int(min_count),
                                "min_lift": float(r.min_lift), "max_rules": r.max_rules,
-                               "compile_seconds": round(compile_seconds, 3), "groups": int(groups)}
+                               "compile_seconds": round(compile_seconds, 3), "groups": int(groups),
+                               "mined_in": "driver" if ctx.on_driver else "ray"}
     written = 0.0  # seconds spent writing itemsets and rules, not mining
     top = pd.DataFrame()
     points = _points([], [], [])
     exact_form = pd.DataFrame({"antecedent": [], "consequent": [], "lift": []})
     if frequent and r.miner in ("exact", "both"):
-        rep.stage("mining", f"parallel FP-Growth, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len
-                                                                             else ""))
-        tree = mine_tree(encoded, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len)
+        how = "FP-Growth in this process" if ctx.on_driver else "parallel FP-Growth"
+        rep.stage("mining", f"{how}, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len else ""))
+        tree = mine_tree(encoded, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len,
+                         local=ctx.on_driver)
         tw = time.perf_counter()
         write_parquet_batches(folder.path("itemsets.parquet"), _itemset_batches(tree, names_pa, n))
         written += time.perf_counter() - tw

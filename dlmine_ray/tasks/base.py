@@ -144,6 +144,11 @@ class Task:
         """Whether ``train_mask`` keeps some rows from training in this job."""
         return False
 
+    def runs_in_driver(self, spec: Any) -> bool:
+        """Whether this job, given small local input, may run in the driver without Ray (see
+        ``pipelines.driver_reason``); False for what only the Ray path does."""
+        return True
+
     def train_mask(self, df: pd.DataFrame, spec: Any) -> Optional[np.ndarray]:
         """Of a batch of raw rows, those that may train (the others are only scored); None: all."""
         return None

@@ -37,7 +37,7 @@ class RulesOptions(Options):
                                                          "cluster's CPUs")
     top: int = Field(20, ge=1, description="rules shown in the report")
     miner: Literal["exact", "neural", "both"] = Field(
-        "exact", description="exact: parallel FP-Growth; neural: an autoencoder probed for rules (Aerial), "
+        "exact", description="exact: parallel FP-Growth (small input: in the driver); neural: an autoencoder probed for rules (Aerial), "
                              "every rule recounted exactly; both: both, compared in the report")
     neural_antecedent: int = Field(2, ge=1, le=3, description="neural: largest antecedent probed")
     neural_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="neural: the probability the reconstruction "
@@ -73,6 +73,10 @@ class RulesTask(Task):
     data_fields = ("items", "transaction")
     baseline_name = "exact FP-Growth"
     headline = ("n_itemsets", "n_rules")
+
+    def runs_in_driver(self, spec):
+        # the exact miner mines small input in the driver; the neural one trains through Ray
+        return spec.rules.miner == "exact"
 
     def check_spec(self, spec):
         d = spec.data
