@@ -31,6 +31,10 @@ REGRESS_CSV = {"task": "regress", "data": {"target": "target", "id": "row_id"}, 
 
 CASES = {
     "classify": (lambda: make_frame(300), "parquet", CLASSIFY),
+    # mined columns added to every encoded row (a map over the encoded rows) and their paired gain
+    "classify_augment": (lambda: make_frame(300), "parquet",
+                         {**CLASSIFY, "augment": ["clusters", "anomaly"], "augment_models": "classic",
+                          "augment_gain": 1}),
     "regress_csv": (lambda: make_frame(300, kind="regress"), "csv", REGRESS_CSV),
     "cluster": (lambda: blobs(240), "parquet", CLUSTER),
     "detect_filtered": (lambda: outliers(240), "parquet", DETECT),
