@@ -70,9 +70,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.smoke:
         args.repeats = 1
-    from dlmine_ray.data.read import builtin_frame
+    from dlmine_ray.data.read import read_table_here
 
-    baskets = [list(b) for b in builtin_frame("baskets")["items"]]
+    baskets = read_table_here("builtin:baskets").column("items").to_pylist()
     job = {"name": "small-rules", "task": "rules", "knowledge": "off",
            "data": {"path": "builtin:baskets", "items": "items", "target": None},
            "rules": {"min_support": args.min_support, "min_confidence": args.min_confidence, "max_len": args.max_len,
@@ -92,8 +92,8 @@ def main() -> int:
                         ("mlxtend", "mlxtend fpgrowth + rules")):
         rs = res[name]
         med[name] = statistics.median(r["mining_s"] for r in rs)
-        wall = statistics.median(r["wall_s"] for r in rs) if "wall_s" in rs[0] else float("nan")
-        print(f"{label:28s} {med[name]:9.3f} {wall:8.1f} {rs[0]['itemsets']:9,} {rs[0]['rules']:7,}")
+        wall = f"{statistics.median(r['wall_s'] for r in rs):8.1f}" if "wall_s" in rs[0] else f"{'-':>8s}"
+        print(f"{label:28s} {med[name]:9.3f} {wall} {rs[0]['itemsets']:9,} {rs[0]['rules']:7,}")
     if res["driver"][0]["itemsets"] != res["mlxtend"][0]["itemsets"]:
         raise SystemExit("the miners found different numbers of itemsets")
     print(f"\nmlxtend / ours in the driver: {med['mlxtend'] / med['driver']:.2f} (above 1: ours faster); "
