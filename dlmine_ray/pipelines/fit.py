@@ -3,9 +3,9 @@
 Each stage runs in this process (a small job without Ray: ``RunContext.on_driver``), in one Ray
 task (a small single-worker job: no worker group to start) or on TorchTrainer workers (several
 workers, GPUs, or a large training split), or, with ``tune:``, as the trials of a Ray Tune search
-whose best trial is kept. After each stage the trained weights
-are reloaded into a plain model on the driver and handed to the task (``after_stage``), which
-sets up the next stage or finishes the model (k-means centres, the SVDD centre, the threshold)."""
+whose best trial is kept. After each stage the trained weights are reloaded into a plain model on
+the driver and handed to the task (``after_stage``), which sets up the next stage or finishes the
+model (k-means centres, the SVDD centre, the threshold)."""
 
 from __future__ import annotations
 
@@ -123,14 +123,15 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
     keep_in = os.path.join(ctx.scratch, name)
     if ctx.on_driver:  # rows held here (LocalRows): the loop runs in this process
         sets = {k: RowsInMemory(v.column("features"), v.column("target")) for k, v in sets.items()}
-        big, where, trainer = False, "in this process (small job)", "driver"
+        big, place, trainer = False, "in this process", "driver"
     else:
         big = use_ray_train(spec, sets["train"].size_bytes())
-        where = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "one Ray task (small job)"
+        place = f"{spec.scaling.num_workers} Ray Train worker(s)" if big else "in one Ray task"
         trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
+    where = place if big else f"{place} (small job)"
     fit_ref = task.fit_reference(samples, spec) if task.fit_metrics else None
     if ctx.folder.resumed and trainer in ("task", "driver"):  # (a tuned run's trials resume: a Tune experiment)
-        rep.info(f"a small job trains {where.split(' (')[0]}, which keeps no checkpoint: its training starts "
+        rep.info(f"a small job trains {place}, which keeps no checkpoint: its training starts "
                  "again (TorchTrainer training resumes; scaling.trainer: ray_train asks for one)")
     board = DirectBoard(rep) if ctx.on_driver else make_board()
     t0 = time.perf_counter()
