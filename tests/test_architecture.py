@@ -219,10 +219,10 @@ class QuantileTask(SupervisedTask):
         y, p = np.asarray(y_true, np.float64), pred["prediction"].to_numpy(np.float64)
         return {"pinball": float(_pinball(y, p, info["q"]).mean()), "coverage": float((y <= p).mean())}
 
-    def bootstrap_metrics(self, w, y_true, pred, info):
+    def bootstrap_scorer(self, y_true, pred, info):
         y, p = np.asarray(y_true, np.float64), np.asarray(pred["prediction"], np.float64)
-        n = w.sum(axis=1)
-        return {"pinball": w @ _pinball(y, p, info["q"]) / n, "coverage": w @ (y <= p).astype(float) / n}
+        loss, covered = _pinball(y, p, info["q"]), (y <= p).astype(float)
+        return lambda w: {"pinball": w @ loss / w.sum(axis=1), "coverage": w @ covered / w.sum(axis=1)}
 
     def fit_baseline(self, x_train, y_train, info, spec):
         from sklearn.ensemble import HistGradientBoostingRegressor

@@ -22,6 +22,7 @@ SMOKE = {
     "bench_augment.py": ["--smoke"],
     "bench_detect_scoring.py": ["--smoke"],
     "bench_fixed_cost.py": ["--smoke"],
+    "bench_intervals.py": ["--smoke"],
     "bench_model_selection.py": ["--smoke"],
     "bench_pipeline.py": ["--smoke"],
     "bench_rules.py": ["--smoke"],

@@ -35,7 +35,7 @@ def test_weighted_metrics_equal_sklearn_on_the_drawn_rows():
     task = get_task("classify")
     draws = _draws(n)
     w = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
-    got = task.bootstrap_metrics(w, truth, frame, {"classes": classes})
+    got = task.bootstrap_scorer(truth, frame, {"classes": classes})(w)
     for i, d in enumerate(draws):
         ref = task.test_metrics(truth[d], frame.iloc[d].reset_index(drop=True), {"classes": classes})
         for k in ("accuracy", "f1_macro", "log_loss", "roc_auc"):
@@ -59,7 +59,7 @@ def test_equal_scores_are_a_tie_and_a_clear_gap_is_not():
     good = y + rng.normal(0, 0.3, 400)
     task = get_task("regress")
     preds = {"deep": pd.DataFrame({"prediction": good}), "baseline": pd.DataFrame({"prediction": good})}
-    same = bs.paired_intervals(lambda w, which: task.bootstrap_metrics(w, y, preds[which], {}), 400, True)
+    same = bs.paired_intervals(lambda w, which: task.bootstrap_scorer(y, preds[which], {})(w), 400, True)
     assert same["diff_rmse_ci"] == [0.0, 0.0]
     m = {"task": "regress", "rmse": 0.3, "baseline_rmse": 0.3, **same}
     assert metrics_table(m)["verdict"].tolist()[0] == "tie"
@@ -68,7 +68,7 @@ def test_equal_scores_are_a_tie_and_a_clear_gap_is_not():
     # the same value with no interval is a tie too (the old report coloured it as a win)
     assert metrics_table({"task": "classify", "accuracy": 0.9717, "baseline_accuracy": 0.9717})["verdict"][0] == "tie"
     preds["baseline"] = pd.DataFrame({"prediction": y + rng.normal(0, 1.0, 400)})
-    gap = bs.paired_intervals(lambda w, which: task.bootstrap_metrics(w, y, preds[which], {}), 400, True)
+    gap = bs.paired_intervals(lambda w, which: task.bootstrap_scorer(y, preds[which], {})(w), 400, True)
     low, high = gap["diff_rmse_ci"]
     assert high < 0  # the deep model's rmse is clearly lower
     assert metrics_table({"task": "regress", "rmse": 0.3, "baseline_rmse": 1.0, **gap})["verdict"][0] == "better"
@@ -123,3 +123,18 @@ def test_weighted_detection_and_clustering_metrics_equal_sklearn():
         order = np.argsort(-distinct[d], kind="stable")
         k = int(truth[d].sum())
         assert p_at_n[i] == pytest.approx(truth[d][order[:k]].mean())
+
+
+def test_a_ranking_built_once_scores_every_chunk_of_draws_as_the_raw_scores_do():
+    rng = np.random.default_rng(5)
+    n = 200
+    positive = rng.random(n) < 0.3
+    score = np.round(rng.normal(size=n) + positive, 1)  # ties
+    up, down = bs.Ranking(score), bs.Ranking(score, descending=True)
+    for w in bs.weight_draws(n, 30, seed=2):
+        raw = bs.roc_auc(w, positive, score)
+        assert np.allclose(bs.roc_auc(w, positive, up), raw) and np.allclose(bs.roc_auc(w, positive, down), raw)
+        assert np.allclose(bs.average_precision(w, positive, down), bs.average_precision(w, positive, score))
+        assert np.allclose(bs.precision_at_n(w, positive, down), bs.precision_at_n(w, positive, score))
+    with pytest.raises(ValueError, match="descending"):
+        bs.average_precision(w, positive, up)

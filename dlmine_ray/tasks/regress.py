@@ -50,11 +50,12 @@ class RegressTask(SupervisedTask):
     def test_metrics(self, y_true, pred, info):
         return _regression_metrics(np.asarray(y_true, dtype=np.float64), pred["prediction"].to_numpy(np.float64))
 
-    def bootstrap_metrics(self, w, y_true, pred, info):
+    def bootstrap_scorer(self, y_true, pred, info):
         """rmse, mae and r2 of each weighted draw of the test rows."""
         from dlmine_ray.tasks.bootstrap import regression
 
-        return regression(w, np.asarray(y_true, dtype=np.float64), np.asarray(pred["prediction"], dtype=np.float64))
+        y, p = np.asarray(y_true, dtype=np.float64), np.asarray(pred["prediction"], dtype=np.float64)
+        return lambda w: regression(w, y, p)
 
     def weighted_score(self, w, outputs, y):
         # r2 is the same in standardised target units as in the target's own
