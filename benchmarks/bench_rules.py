@@ -42,6 +42,32 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 SMOKE = {"sizes": [3000], "supports": [0.02], "items": 60, "avg_items": 4.0, "cpus": 1}
 
 
+def dense_table(n: int, columns: int, values: int, folder: str, classes: int = 5, seed: int = 0) -> str:
+    """A dense categorical table as transactions (Parquet, ``items``: one ``c<j>=<v>`` per column):
+    each row belongs to one of ``classes`` hidden groups, and each column's value is drawn from
+    its group's own distribution (Dirichlet(0.6) over ``values``), so columns are correlated and
+    long itemsets are frequent, as in the classic dense benchmarks (chess, connect, mushroom)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)  # the distributions first, so that every n draws from the same ones
+    cums = [np.cumsum(rng.dirichlet(np.full(values, 0.6), size=classes), axis=1) for _ in range(columns)]
+    group = rng.integers(0, classes, n)
+    cols = []
+    for j, cum in enumerate(cums):
+        v = (rng.random(n)[:, None] > cum[group]).sum(axis=1)
+        cols.append(np.char.add(f"c{j}=", v.astype(str)))
+    items = np.stack(cols, axis=1)
+    os.makedirs(folder, exist_ok=True)
+    shards = max(4, n // 100_000)
+    for k, part in enumerate(np.array_split(np.arange(n), shards)):
+        offsets = pa.array(np.arange(0, (len(part) + 1) * columns, columns, dtype=np.int32))
+        lists = pa.ListArray.from_arrays(offsets, pa.array(items[part].ravel()))
+        pq.write_table(pa.table({"basket_id": pa.array(part), "items": lists}), f"{folder}/part-{k:05d}.parquet")
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -49,14 +75,21 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--avg-items", type=float, default=10.0)
     ap.add_argument("--mlxtend-max", type=int, default=100_000, help="skip mlxtend above this many baskets")
+    ap.add_argument("--dense", type=int, default=0, metavar="COLUMNS",
+                    help="mine a dense categorical table of this many columns instead of baskets "
+                         "(each row one transaction of COLUMNS column=value items; see dense_table)")
+    ap.add_argument("--values", type=int, default=3, help="--dense: values per column")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     ap.add_argument("--one", nargs=3, metavar=("MINER", "PATH", "MIN_COUNT"), help=argparse.SUPPRESS)
     ap.add_argument("--smoke", action="store_true",
                     help="a seconds-long run at tiny sizes that only checks the script works (CI); defaults "
                          f"become {SMOKE}, explicit options still win; pyfim is skipped when it is not installed")
-    if ap.parse_known_args()[0].smoke:
+    known = ap.parse_known_args()[0]
+    if known.smoke:
         ap.set_defaults(**SMOKE)
+    if known.dense:
+        ap.set_defaults(supports=[0.10, 0.05])
     args = ap.parse_args()
 
     try:
@@ -141,8 +174,9 @@ def main() -> None:
             cold, _ = timed(ours, read(warm), 20)
             print(f"warm-up (2,000 baskets; starts workers, loads the compiled miner): {cold:.2f}s", flush=True)
             for n in args.sizes:
-                path = make_data("baskets", n, 1, max(4, n // 100_000), f"{tmp}/b{n}", items=args.items,
-                                 avg_items=args.avg_items)
+                path = (dense_table(n, args.dense, args.values, f"{tmp}/d{n}") if args.dense else
+                        make_data("baskets", n, 1, max(4, n // 100_000), f"{tmp}/b{n}", items=args.items,
+                                  avg_items=args.avg_items))
                 lists = [sorted(set(b)) for b in pq.read_table(path).column("items").to_pylist()]
                 tx = read(path)
                 for sup in args.supports:
@@ -162,7 +196,7 @@ def main() -> None:
                     if fim is not None:
                         m_fim = peak("pyfim", path, min_count)
                     rows.append((n, sup, t_ours, t_fim, t_mlx, m_ours, m_fim, m_mlx))
-                    print(f"{n:>9,} baskets  min_support {sup:.3%}  {len(found):>6,} itemsets  same itemsets: {same}\n"
+                    print(f"{n:>9,} {'rows' if args.dense else 'baskets'}  min_support {sup:.3%}  {len(found):>6,} itemsets  same itemsets: {same}\n"
                           f"    seconds   ours {t_ours:6.2f}  pyfim {t_fim:6.2f}  mlxtend {t_mlx:7.2f}\n"
                           f"    peak MiB  ours {m_ours:6.0f}  pyfim {m_fim:6.0f}  mlxtend {m_mlx:7.0f}", flush=True)
                     if not same:

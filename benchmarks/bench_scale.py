@@ -9,7 +9,9 @@ fresh `dlmine run` process, with wall time and the peak memory of its whole proc
 Cases (data made once with `dlmine make-data` under --data and kept for the next run):
   classify  32 float features, binary label (`make-data classification`), an MLP 256-256,
             the HGB baseline on its default row cap, explanations on;
-  detect    the same features without the label, the autoencoder detector.
+  detect    the same features without the label, the autoencoder detector;
+  rules     baskets (`make-data baskets`: 1,000 items, ~10 per basket), the exact miner,
+            min_support 0.5%, max_len 4, the rules written out. Its rows are transactions.
 
 Under the job default, input of at most 256 MiB runs in the driver without Ray (the 1M-row
 table, 193 MB, does) and larger input through Ray; `--driver-max-mb 0` sends both sizes through
@@ -84,8 +86,9 @@ def make(kind: str, rows: int, root: Path) -> Path:
     out, done = root / f"{kind}_{rows}", root / f"{kind}_{rows}.done"
     if not done.exists():  # (make-data writes the folder whole or not at all)
         shards = max(2, min(64, rows // 250_000))
+        shape = ["--items", "1000", "--avg-items", "10"] if kind == "baskets" else ["--features", "32"]
         subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "make-data", kind, "--rows", str(rows),
-                        "--features", "32", "--shards", str(shards), "--output", str(out), "--overwrite"],
+                        *shape, "--shards", str(shards), "--output", str(out), "--overwrite"],
                        check=True, capture_output=True)
         done.write_text("")
     return out
@@ -96,6 +99,11 @@ def job(case: str, data: Path, epochs: int, driver_max_mb=None) -> dict:
             **({"scaling": {"driver_max_mb": driver_max_mb}} if driver_max_mb is not None else {}),
             "model": {"kind": "mlp", "hidden": [256, 256], "dropout": 0.1},
             "train": {"epochs": epochs, "batch_size": 1024, "lr": 0.001, "early_stopping": 0}}
+    if case == "rules":
+        return {"name": "scale_rules", "task": "rules", "knowledge": "off",
+                **({"scaling": {"driver_max_mb": driver_max_mb}} if driver_max_mb is not None else {}),
+                "data": {"path": str(data), "items": "items", "target": None},
+                "rules": {"min_support": 0.005, "min_confidence": 0.5, "max_len": 4, "miner": "exact"}}
     if case == "classify":
         return {**base, "task": "classify", "data": {"path": str(data), "target": "label", "id": "row_id",
                                                       "split": {"valid": 0.05, "test": 0.05, "seed": 0}}}
@@ -106,7 +114,8 @@ def job(case: str, data: Path, epochs: int, driver_max_mb=None) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="+", choices=["classify", "detect"], default=["classify", "detect"])
+    ap.add_argument("--cases", nargs="+", choices=["classify", "detect", "rules"],
+                    default=["classify", "detect"])
     ap.add_argument("--small", type=int, default=1_000_000)
     ap.add_argument("--large", type=int, default=10_000_000)
     ap.add_argument("--epochs", type=int, default=1)
@@ -128,7 +137,7 @@ def main() -> int:
     results = {}
     for case in args.cases:
         for rows in (args.small, args.large):
-            data = make("classification", rows, root)
+            data = make("baskets" if case == "rules" else "classification", rows, root)
             jf = work / f"{case}_{rows}.yaml"
             jf.write_text(yaml.safe_dump(job(case, data, args.epochs, args.driver_max_mb)))
             out = work / f"run_{case}_{rows}"
@@ -136,7 +145,8 @@ def main() -> int:
                          "--overwrite"], work / f"{case}_{rows}.log")
             m = json.loads((out / "metrics.json").read_text())
             r["metrics"] = {k: m[k] for k in ("accuracy", "baseline_accuracy", "roc_auc", "train_seconds",
-                                              "trainer", "rows_train", "rows") if k in m}
+                                              "trainer", "rows_train", "rows", "n_itemsets", "n_rules",
+                                              "mining_seconds", "mined_in") if k in m}
             results[f"{case} {rows:,}"] = r
             print(f"{case:9s} {rows:>11,} rows: wall {r['wall_s']:7.1f} s, peak PSS {r['peak_pss_gib']:.2f} GiB "
                   f"(RSS {r['peak_rss_gib']:.2f}), others {r['others_cores']:.2f} cores; "

@@ -173,13 +173,15 @@ def test_local_miner_matches_oracle_in_every_mode(max_len):
     expected = {tuple(sorted(k)): c for k, c in _oracle(rows, 8, max_len).items()}
     assert len(expected) > 70 and max(map(len, expected)) == (max_len or 4)
     for groups in (1, 2, 5):
-        for pair_limit, batch_items in ((10**9, 10**9), (0, 10**9), (10**9, 1)):
+        for pair_limit, batch_items, condense_min in ((10**9, 10**9, 64), (0, 10**9, 0), (10**9, 1, 0),
+                                                      (0, 10**9, 10**9)):
             found = {}
             for g in range(groups):
                 p, i = group_prefixes_csr(indptr, items, groups, g)
                 found.update(itemset_tuples(*mine_csr(p, i, 12, 8, max_len, group=g if groups > 1 else -1,
-                                                      groups=groups, pair_limit=pair_limit, batch_items=batch_items)))
-            assert found == expected, (groups, pair_limit, batch_items)
+                                                      groups=groups, pair_limit=pair_limit, batch_items=batch_items,
+                                                      condense_min=condense_min)))
+            assert found == expected, (groups, pair_limit, batch_items, condense_min)
     # a weight of w counts a transaction w times
     half = indptr[:151]
     weighted = itemset_tuples(*mine_csr(half, items[:half[-1]], 12, 16, max_len, weights=np.full(150, 2)))
@@ -187,6 +189,30 @@ def test_local_miner_matches_oracle_in_every_mode(max_len):
     assert weighted == doubled
     rules = association_rules(expected, 300, 0.0)
     assert (rules["confidence"] <= 1 + 1e-12).all() and (rules["support"] > 0).all()
+
+
+@pytest.mark.parametrize("condense_min", [0, 64, 10**9])
+def test_local_miner_on_a_dense_table_matches_oracle(condense_min):
+    # a categorical table (each row one value per column, columns correlated through a hidden
+    # group): long itemsets are frequent and deep conditional databases repeat, which is where
+    # they are condensed (repeats merged into weights) before growing
+    from dlmine_ray.mining.local import itemset_tuples, mine_csr
+
+    rng = np.random.default_rng(1)
+    group = rng.integers(0, 3, 400)
+    table = np.stack([(rng.random(400) < np.array([0.15, 0.5, 0.85])[np.roll(group, j) % 3]).astype(int) + 2 * j
+                      for j in range(7)], axis=1)  # column j holds item 2j or 2j + 1
+    counts = np.bincount(table.ravel(), minlength=14)
+    rank = np.argsort(np.argsort(-counts, kind="stable"), kind="stable")  # the F-list order
+    rows = [sorted(rank[r].tolist()) for r in table]
+    indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+    items = np.concatenate(rows).astype(np.int32)
+    expected = {tuple(sorted(k)): c for k, c in _oracle(rows, 20, None).items()}
+    assert max(map(len, expected)) >= 5
+    for pair_limit in (10**9, 0):
+        found = itemset_tuples(*mine_csr(indptr, items, 14, 20, None, pair_limit=pair_limit,
+                                         condense_min=condense_min))
+        assert found == expected, pair_limit
 
 
 def test_neural_miner_reports_only_exactly_recounted_rules(tmp_path, ray_local):
