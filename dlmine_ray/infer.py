@@ -24,6 +24,18 @@ from dlmine_ray.tasks import get_task
 WEIGHTS, PREPROCESS, MODEL_META = "model.pt", "preprocess.json", "model.json"
 #: rows per forward pass when scoring
 CHUNK_ROWS = 8192
+#: about this many bytes of input per Ray Data scoring batch (``batch_rows``)
+BATCH_BYTES = 16 * 2**20
+#: the most rows per Ray Data scoring batch
+MAX_BATCH_ROWS = 65536
+
+
+def batch_rows(n_columns: int) -> int:
+    """Rows per Ray Data scoring batch for rows of ``n_columns`` columns: about ``BATCH_BYTES``
+    of 8-byte values, from ``CHUNK_ROWS`` up to ``MAX_BATCH_ROWS``. Each batch pays a fixed cost
+    (the pandas or numpy conversion, a task's bookkeeping): scoring 1M rows x 33 columns through
+    Ray took 4.0 s in batches of 8,192 rows and 2.8 s in batches of 65,536 here."""
+    return int(max(CHUNK_ROWS, min(MAX_BATCH_ROWS, BATCH_BYTES // (8 * max(int(n_columns), 1)))))
 
 
 def save_model_dir(path: str, state: dict, prep: TabularPreprocessor, task: str, model_spec: dict,
@@ -131,6 +143,10 @@ def _score_encoded_batch(batch: dict, path: str, keep: tuple, threads: int, use_
     return _loaded(path, threads, use_gpu, task).predict_encoded(batch, keep)
 
 
+def _meta(model_path: str) -> dict:
+    return json.loads(Path(model_path, MODEL_META).read_text())
+
+
 def check_columns(schema_names: list[str], meta: dict) -> dict:
     """Raise DlmineError if the data lacks a column the model (its ``model.json``, read) needs;
     return the meta."""
@@ -140,20 +156,26 @@ def check_columns(schema_names: list[str], meta: dict) -> dict:
     return meta
 
 
-def score_dataset(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: int = 8192,
+def score_dataset(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: Optional[int] = None,
                   threads: int = 1, use_gpu: bool = False, task=None):
     """Return a lazy Ray Dataset of ``keep`` columns plus predictions for every row of ``ds``
-    (``task``: the task object; default, the registered task the model folder names)."""
+    (``task``: the task object; default, the registered task the model folder names).
+    ``batch_size``: rows per batch (default: ``batch_rows`` of the model's input columns)."""
+    if batch_size is None:
+        batch_size = batch_rows(len(_meta(model_path)["input_columns"]))
     return ds.map_batches(
         _score_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu, task),
         batch_format="pandas", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,
     )
 
 
-def score_encoded(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: int = 8192,
+def score_encoded(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: Optional[int] = None,
                   threads: int = 1, use_gpu: bool = False, task=None):
     """Like ``score_dataset`` for rows already preprocessed into a ``features`` column (a run's
-    own data, encoded once): a lazy Ray Dataset of ``keep`` columns plus predictions."""
+    own data, encoded once): a lazy Ray Dataset of ``keep`` columns plus predictions
+    (``batch_size`` default: ``batch_rows`` of the encoded features)."""
+    if batch_size is None:
+        batch_size = batch_rows(_meta(model_path)["n_features"])
     return ds.map_batches(
         _score_encoded_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu, task),
         batch_format="numpy", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 from dlmine_ray.data.read import (SMALL_INPUT_BYTES, dataset_columns, local_input_bytes, mixed_types, read_dataset,
                                   read_table_here)
 from dlmine_ray.errors import DlmineError, failing_as
-from dlmine_ray.infer import check_columns, score_dataset
+from dlmine_ray.infer import batch_rows, check_columns, score_dataset
 from dlmine_ray.pipelines.write import write_parquet_batches
 from dlmine_ray.runtime.session import ray_session
 from dlmine_ray.tasks import get_task
@@ -21,16 +21,18 @@ MODEL_KEYS = ("task", "model", "n_features", "info", "input_columns")
 
 
 def predict(model: str, data, output: str, address: Optional[str] = None, overwrite: bool = False,
-            verbose: bool = False, fmt: str = "auto", batch_size: int = 8192,
+            verbose: bool = False, fmt: str = "auto", batch_size: Optional[int] = None,
             local_max_bytes: int = SMALL_INPUT_BYTES) -> int:
     """Score every row of ``data`` with the model folder ``model``; stream the predictions into the
     Parquet file ``output`` (id column kept when the model has one); return rows written.
 
     Local input of at most ``local_max_bytes`` is read and scored in this process, without
     starting Ray, unless ``address`` (or RAY_ADDRESS) names a cluster; larger input, or input in
-    object storage, goes through Ray Data (negative ``local_max_bytes``: always)."""
+    object storage, goes through Ray Data (negative ``local_max_bytes``: always). ``batch_size``:
+    rows per batch (default: ``infer.batch_rows`` of the model's input columns)."""
     out = output_file(output, overwrite, "predictions.parquet")
     meta = read_model_meta(model)
+    batch_size = batch_size or batch_rows(len(meta["input_columns"]))
     with output_folders(out):
         size = local_input_bytes(data, fmt) if not (address or os.environ.get("RAY_ADDRESS")) else None
         if size is not None and size <= local_max_bytes:
