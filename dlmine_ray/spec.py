@@ -137,6 +137,13 @@ class TrainSpec(_Strict):
     cache_mb: int = Field(1024, ge=0, description="per-worker memory for caching the shard after epoch 1")
 
 
+#: small local input stays in this process, without Ray: a job's ``scaling.driver_max_mb``
+#: default, and ``dlmine predict``'s (``data.read.SMALL_INPUT_BYTES``). Chosen on this 2-core
+#: machine: a 1M x 32 classify job (193 MB of Parquet) took 24.0 s and 1.31 GiB in the driver
+#: against 51.8 s and 2.74 GiB through Ray (benchmarks/README.md)
+DRIVER_MAX_MB = 256.0
+
+
 class ScalingSpec(_Strict):
     """How many Ray Train workers, and on what."""
 
@@ -146,7 +153,7 @@ class ScalingSpec(_Strict):
     trainer: Literal["auto", "ray_train", "task"] = Field(
         "auto", description="ray_train: a TorchTrainer; task: one Ray task (one worker, small data); "
                             "auto: a TorchTrainer for several workers, GPUs or 64 MB+ of training data")
-    driver_max_mb: float = Field(256.0, ge=0.0, description="a job whose input is local files (or a builtin "
+    driver_max_mb: float = Field(DRIVER_MAX_MB, ge=0.0, description="a job whose input is local files (or a builtin "
                                  "dataset) of at most this many MiB, untuned, on one CPU worker with trainer auto, "
                                  "runs in the driver process without starting or joining Ray (the same pipeline, "
                                  "splits and loop; seconds faster); 0: always through Ray")

@@ -66,6 +66,9 @@ def test_a_small_job_in_the_driver_writes_what_the_ray_run_writes(tmp_path, ray_
         a, b = here[k], ray_[k]
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             assert a == pytest.approx(b, rel=1e-3, abs=1e-4), k
+        elif k.endswith("_ci"):  # the bootstrap intervals: the same rows, in the same order, the same draws
+            assert a == pytest.approx(b, rel=1e-3, abs=1e-4), k
+    assert any(k.endswith("_ci") for k in here)
     key = "row_id"
     rows_here, rows_ray = (t.sort_values(key).reset_index(drop=True) for t in (rows_here, rows_ray))
     assert list(rows_here[key]) == list(rows_ray[key])  # the same rows scored

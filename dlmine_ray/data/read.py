@@ -13,6 +13,7 @@ import pandas as pd
 
 from dlmine_ray.data.keys import ROW_KEY, ROW_KEY_TAKEN, is_uri, row_keys_array
 from dlmine_ray.errors import DlmineError, failing_as
+from dlmine_ray.spec import DRIVER_MAX_MB
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
         ".ndjson": "json", ".csv.gz": "csv", ".json.gz": "json", ".jsonl.gz": "json"}
@@ -271,10 +272,9 @@ def _marker(na_values: list[str]):
 
 
 #: local input of at most this many bytes (files on disk) is read in this process, without Ray:
-#: ``dlmine predict``'s default, and ``scaling.driver_max_mb``'s. Chosen on this 2-core machine:
-#: a 1M x 32 classify job (193 MB of Parquet) took 24.0 s and 1.31 GiB in the driver against 51.8 s
-#: and 2.74 GiB through Ray (benchmarks/README.md); the driver holds about 4-5x the files' size
-SMALL_INPUT_BYTES = 256 << 20
+#: ``dlmine predict``'s default, the same as ``scaling.driver_max_mb``'s (``spec.DRIVER_MAX_MB``).
+#: The driver holds about 7x a float table's Parquet size, and about 28x for baskets
+SMALL_INPUT_BYTES = int(DRIVER_MAX_MB * 2**20)
 
 
 def local_input_bytes(path: Union[str, list[str]], fmt: str = "auto") -> Optional[int]:

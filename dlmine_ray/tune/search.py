@@ -252,8 +252,7 @@ def _in_memory_when_small(datasets: dict) -> dict:
 
     from dlmine_ray.train.stages import RowsInMemory
 
-    if not all(hasattr(ds, "size_bytes") for ds in datasets.values()) or \
-            sum(ds.size_bytes() for ds in datasets.values()) > TRIAL_ROWS_BYTES:
+    if sum(ds.size_bytes() for ds in datasets.values()) > TRIAL_ROWS_BYTES:
         return datasets
     out = {}
     for key, ds in datasets.items():
