@@ -83,14 +83,18 @@ def _emit_block(encoded: tuple, vocab: pd.Index, rank_of: np.ndarray, groups: in
     from dlmine_ray.mining.local import group_prefixes_csr
 
     ptr, ranks = _ranked_csr(encoded, vocab, rank_of)
-    out = [group_prefixes_csr(ptr, ranks, groups, g) for g in range(groups)]
-    return out if groups > 1 else out[0]
+    if groups == 1:  # one group: every prefix is the whole transaction (no copy)
+        return ptr, ranks
+    return [group_prefixes_csr(ptr, ranks, groups, g) for g in range(groups)]
 
 
 def _mine_group(group: int, groups: int, n_items: int, min_count: int, max_len: Optional[int], *parts):
     """A group's prefixes from every block, mined locally: (parent, item, count) arrays."""
     from dlmine_ray.mining.local import mine_csr
 
+    if len(parts) == 1:  # one block (the driver's): mined as it is, not copied
+        indptr, items = parts[0]
+        return mine_csr(indptr, items, n_items, min_count, max_len, group=group if groups > 1 else -1, groups=groups)
     sizes = [len(p) - 1 for p, _ in parts]
     indptr = np.zeros(sum(sizes) + 1, np.int64)
     at, base = 1, 0
