@@ -35,6 +35,8 @@ SMOKE = {
     "eval_unsupervised.py": ["--smoke"],
     "peak_memory.py": ["--smoke"],
 }
+#: further smoke runs of a script's other modes: (script, arguments)
+MORE_SMOKE = [("bench_rules.py", ["--smoke", "--dense", "6"])]
 TIMEOUT_S = 240
 
 
@@ -42,11 +44,12 @@ def test_every_benchmark_has_a_smoke_run():
     assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(SMOKE)
 
 
-@pytest.mark.parametrize("script", sorted(SMOKE))
-def test_benchmark_smoke(script, tmp_path):
+@pytest.mark.parametrize("script,args", [(s, SMOKE[s]) for s in sorted(SMOKE)] + MORE_SMOKE,
+                         ids=[s for s in sorted(SMOKE)] + [f"{s} {' '.join(a)}" for s, a in MORE_SMOKE])
+def test_benchmark_smoke(script, args, tmp_path):
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DATA_DISABLE_PROGRESS_BARS="1")
     env.pop("RAY_ADDRESS", None)  # a Ray of its own, never a running cluster (the tests' Ray included)
-    cmd = [sys.executable, str(BENCH / script), *SMOKE[script]]
+    cmd = [sys.executable, str(BENCH / script), *args]
     t0 = time.perf_counter()
     # a session of its own, so that a run past the timeout is stopped with the Ray it started
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -56,8 +59,8 @@ def test_benchmark_smoke(script, tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f"{script} {' '.join(SMOKE[script])} ran past {TIMEOUT_S} s\n"
+        pytest.fail(f"{script} {' '.join(args)} ran past {TIMEOUT_S} s\n"
                     f"--- stdout (tail) ---\n{out[-3000:]}\n--- stderr (tail) ---\n{err[-3000:]}")
     wall = time.perf_counter() - t0
-    assert proc.returncode == 0, (f"{script} {' '.join(SMOKE[script])} exited {proc.returncode} after {wall:.0f} s\n"
+    assert proc.returncode == 0, (f"{script} {' '.join(args)} exited {proc.returncode} after {wall:.0f} s\n"
                                   f"--- stdout (tail) ---\n{out[-3000:]}\n--- stderr (tail) ---\n{err[-3000:]}")
