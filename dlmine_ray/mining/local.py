@@ -343,7 +343,7 @@ def _merge_same(starts, p_ptr, p_items, p_w):
     return out_starts, out_ptr[:nt + 1].copy(), out_items[:ni].copy(), out_w[:nt].copy()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: the driver mines item groups in threads
 def _mine(indptr, items, weights, n_items, group, groups, min_count, max_len, pair_limit, batch_items,
           condense_min):
     out_parent = List.empty_list(types.int64)

@@ -112,13 +112,21 @@ def _group_trees(encoded: list, ranks: dict[str, int], groups: int, min_count: i
     per group mines its prefixes locally (reduce), keeping the itemsets whose largest rank is in
     the group. Yields each group's (parent, item, count) tree, one at a time, so that the driver
     holds one group's arrays from the object store at once. ``local``: the blocks are held here
-    (``count_items`` of LocalRows), and the same map and reduce run in this process."""
-    if local:
+    (``count_items`` of LocalRows): each group is mined in a thread of this process from the
+    whole transactions (a group keeps only the itemsets whose largest rank is its own)."""
+    if local:  # every group mines the same whole transactions, one thread each (no prefixes copied)
+        from concurrent.futures import ThreadPoolExecutor
+
         vocab, rank_of = _flist(ranks)
-        emitted = [_emit_block(b, vocab, rank_of, groups) for b in encoded]
-        emitted = [[e] for e in emitted] if groups == 1 else emitted
-        for g in range(groups):
-            yield _mine_group(g, groups, len(ranks), min_count, max_len, *[e[g] for e in emitted])
+        parts = [_ranked_csr(b, vocab, rank_of) for b in encoded]
+        if groups == 1:
+            yield _mine_group(0, 1, len(ranks), min_count, max_len, *parts)
+            return
+        with ThreadPoolExecutor(groups) as pool:  # the compiled miner releases the GIL
+            futures = [pool.submit(_mine_group, g, groups, len(ranks), min_count, max_len, *parts)
+                       for g in range(groups)]
+            for f in futures:
+                yield f.result()
         return
     import ray
 

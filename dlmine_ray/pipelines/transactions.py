@@ -161,8 +161,8 @@ def run(ctx: RunContext) -> RunResult:
     names_pa = pa.array(frequent, type=pa.string())
     rep.info(f"{n:,} transactions, {len(counts):,} distinct items, {len(frequent):,} frequent "
              f"(min_support {r.min_support} = {min_count:,} transactions)")
-    # in the driver one group mines everything at once (groups would only repeat prefixes)
-    groups = r.groups or (1 if ctx.on_driver else max(1, int(ctx.cpus)))
+    # one item group per CPU (in the driver, one thread each over the same transactions)
+    groups = r.groups or max(1, int(ctx.cpus))
     metrics: dict[str, Any] = {"task": spec.task, "n_transactions": int(n), "n_items": int(len(counts)),
                                "n_frequent_items": int(len(frequent)), "n_itemsets": 0, "n_rules": 0,
                                "n_rules_found": 0, "rules_truncated": False, "min_count": int(min_count),
@@ -174,7 +174,7 @@ def run(ctx: RunContext) -> RunResult:
     points = _points([], [], [])
     exact_form = pd.DataFrame({"antecedent": [], "consequent": [], "lift": []})
     if frequent and r.miner in ("exact", "both"):
-        how = "FP-Growth in this process" if ctx.on_driver else "parallel FP-Growth"
+        how = "FP-Growth in this process's threads" if ctx.on_driver else "parallel FP-Growth"
         rep.stage("mining", f"{how}, {groups} item group(s)" + (f", max_len {r.max_len}" if r.max_len else ""))
         tree = mine_tree(encoded, {item: i for i, item in enumerate(frequent)}, groups, min_count, r.max_len,
                          local=ctx.on_driver)
