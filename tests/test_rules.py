@@ -268,3 +268,20 @@ def test_rule_recount_matches_brute_force(tmp_path, ray_local):
         holding = [s for s in sets if all(names[i] in s for i in a)]
         assert got_a == len(holding) and got_b == sum(names[c] in s for s in holding), (a, c)
     assert n == 400 and len(cands) > 150 and both.sum() > 0
+
+
+def test_a_table_row_becomes_its_column_value_items():
+    # every column=value in column order, no item for a missing value, values written as pandas
+    # writes them (1.0 stays "1.0", an integer column with nulls stays integer, True is "True")
+    import pyarrow as pa
+
+    from dlmine_ray.data.baskets import table_items
+
+    df = pd.DataFrame({"s": ["a", None, ""], "i": [1, 2, 3], "f": [1.0, np.nan, 2.5], "b": [True, False, True],
+                       "cat": pd.Categorical(["x", "y", None]), "ni": pd.array([None, 4, 5], dtype="Int64")})
+    got = table_items(pa.Table.from_pandas(df, preserve_index=False), list(df.columns)).column("items").to_pylist()
+    assert got == [["s=a", "i=1", "f=1.0", "b=True", "cat=x"],
+                   ["i=2", "b=False", "cat=y", "ni=4"],
+                   ["s=", "i=3", "f=2.5", "b=True", "ni=5"]]
+    empty = table_items(pa.Table.from_pandas(df.iloc[:0], preserve_index=False), list(df.columns))
+    assert empty.num_rows == 0
