@@ -285,3 +285,22 @@ def test_a_table_row_becomes_its_column_value_items():
                    ["s=", "i=3", "f=2.5", "b=True", "ni=5"]]
     empty = table_items(pa.Table.from_pandas(df.iloc[:0], preserve_index=False), list(df.columns))
     assert empty.num_rows == 0
+
+
+@pytest.mark.parametrize("block_rows, groups", [(10**6, 1), (37, 1), (37, 3)])
+def test_transactions_held_here_mine_the_same_in_slices_and_threads(monkeypatch, block_rows, groups):
+    # the driver encodes its transactions a slice at a time and mines item groups in threads
+    import pyarrow as pa
+
+    from dlmine_ray.data.local import LocalRows
+    from dlmine_ray.mining import passes
+
+    rng = np.random.default_rng(2)
+    baskets = [sorted(set(rng.choice([f"i{k}" for k in range(15)], rng.integers(0, 7)).tolist())) for _ in range(250)]
+    monkeypatch.setattr(passes, "LOCAL_BLOCK_ROWS", block_rows)
+    n, counts, encoded = passes.count_items(LocalRows(pa.table({"items": baskets})))
+    assert n == 250 and len(encoded) == -(-250 // min(block_rows, 250))
+    frequent = sorted((i for i, c in counts.items() if c >= 10), key=lambda i: (-counts[i], i))
+    tree = passes.mine_tree(encoded, {i: r for r, i in enumerate(frequent)}, groups, 10, None, local=True)
+    found = {frozenset(frequent[r] for r in k): c for k, c in tree.as_dict().items()}
+    assert found == _oracle(baskets, 10)
