@@ -273,7 +273,7 @@ def _marker(na_values: list[str]):
 
 #: local input of at most this many bytes (files on disk) is read in this process, without Ray:
 #: ``dlmine predict``'s default, the same as ``scaling.driver_max_mb``'s (``spec.DRIVER_MAX_MB``).
-#: The driver holds about 7x a float table's Parquet size, and about 28x for baskets
+#: The driver holds about 7x a float table's Parquet size, and about 17x for baskets (10M: 3.4 GiB)
 SMALL_INPUT_BYTES = int(DRIVER_MAX_MB * 2**20)
 
 
