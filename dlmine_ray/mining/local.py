@@ -17,8 +17,7 @@ is FP-Growth's pattern growth without the tree:
 - repeats merged (LCM's database reduction, in part): identical transactions of each item's
   reduced database, and of every conditional database of ``CONDENSE_MIN`` or more transactions
   once cut to its frequent items, become one transaction with a weight. On a dense categorical
-  table most of them repeat; this took the 100k-row, 20-column table of
-  ``benchmarks/bench_rules.py --dense 20`` at 5% support from 8.6 s to 4.7 s in one process.
+  table most of them repeat (``benchmarks/bench_rules.py --dense 20``; benchmarks/README.md).
 
 Found itemsets come back as a tree in three arrays: ``parent`` (index of the itemset it extends,
 -1 for single items), ``item`` (the rank it adds, smaller than every rank of its parent) and
