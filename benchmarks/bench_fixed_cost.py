@@ -5,7 +5,7 @@
 
 Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as a user sees it):
   0. a tiny job (300 rows, 1 epoch) as a user writes it: small input runs in the driver process
-     without Ray (`scaling.driver_max_mb`, default 64 MiB),
+     without Ray (`scaling.driver_max_mb`, default 256 MiB),
   1. the same job through a fresh local Ray, trained in one Ray task (`scaling.trainer: task`),
   2. the same job with a TorchTrainer (`scaling.trainer: ray_train`),
   3. the same job tuned with 1 trial, and with 3 trials (the difference / 2 is the cost of one
@@ -14,8 +14,9 @@ Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as 
      default for small local data), and with `--ray` (Ray Data; Ray start-up included),
   5. the tiny job through an already running local cluster (`ray start --head`, started once by
      this script and stopped at the end; `--address`, `scaling.trainer: task`): the cost a warm
-     Ray leaves; and the job as a user writes it with `--address` (it runs in the driver, after
-     checking that the cluster answers),
+     Ray leaves; and the job as a user writes it with `--address`: the cluster's warm dlmine
+     process on this node runs it (app/warm.py; the first command starts that process and is
+     reported on its own), and with `--cold` the command runs it itself,
 and prints the per-stage times each run reports, and the ratios.
 """
 
@@ -152,9 +153,13 @@ def main() -> None:
             pd.read_parquet(work / "tiny.parquet").drop(columns="label").head(40).to_parquet(work / "new.parquet")
         head = _start_head(work) if "address" in args.cases else None
         warm = "tiny job, running cluster (--address)"
-        warm_driver = "tiny job, --address, driver"
-        results = {k: [] for k in [*cases, *predicts, *([warm, warm_driver] if head else [])]}
+        warm_driver = "tiny job, --address (warm)"
+        warm_first = "tiny job, --address, 1st"
+        warm_cold = "tiny job, --address --cold"
+        results = {k: [] for k in [*cases, *predicts, *([warm, warm_first, warm_driver, warm_cold] if head else [])]}
         try:
+            if head:  # the first command starts the cluster's warm dlmine process on this node
+                results[warm_first].append(_run(base, work, "warm_first", "--address", head[1]))
             for r in range(args.repeats):  # interleaved, so that drift hits every case alike
                 for i, (name, job) in enumerate(cases.items()):
                     results[name].append(_run(job, work, f"c{i}"))
@@ -162,6 +167,7 @@ def main() -> None:
                     results[warm].append(_run({**base, "scaling": {"trainer": "task"}}, work, "warm",
                                               "--address", head[1]))
                     results[warm_driver].append(_run(base, work, "warm_driver", "--address", head[1]))
+                    results[warm_cold].append(_run(base, work, "warm_cold", "--address", head[1], "--cold"))
                 for i, (name, extra) in enumerate(predicts.items()):
                     results[name].append(_predict(work / "out-model" / "model", work / "new.parquet", work, f"p{i}",
                                                   *extra))
@@ -189,6 +195,10 @@ def main() -> None:
         if head and "tiny job, task trainer" in med:
             print(f"\ntiny job against a running cluster / with a fresh local Ray: {med[warm][0]:.1f} s / "
                   f"{med['tiny job, task trainer'][0]:.1f} s = {med[warm][0] / med['tiny job, task trainer'][0]:.2f}")
+        if head:
+            print(f"\ntiny job against a running cluster, in its warm process / in the command (--cold): "
+                  f"{med[warm_driver][0]:.1f} s / {med[warm_cold][0]:.1f} s = {med[warm_driver][0] / med[warm_cold][0]:.2f} "
+                  f"(the first command, which starts the warm process: {med[warm_first][0]:.1f} s)")
         if len(predicts) == 2:
             here, ray_ = (med[n][0] for n in predicts)
             print(f"\ndlmine predict of 40 rows, without Ray / through Ray Data: {here:.1f} s / {ray_:.1f} s "

@@ -1,9 +1,18 @@
 """dlmine_ray: deep-learning data mining on Ray (Data -> Train -> Tune -> outputs)."""
 
 from dlmine_ray.errors import DlmineError
-from dlmine_ray.spec import JobSpec
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # JobSpec imports the task registry and with it torch (about 1.4 s): only when asked for, so that
+    # `dlmine run --address` can hand a job to a warm process without importing it (app/warm.py)
+    if name == "JobSpec":
+        from dlmine_ray.spec import JobSpec
+
+        return JobSpec
+    raise AttributeError(f"module 'dlmine_ray' has no attribute {name!r}")
 
 
 def load_job(path, overrides=None):

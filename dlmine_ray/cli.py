@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run of this job into --output "
                    "(killed outright): TorchTrainer training goes on from its last epoch's checkpoint")
+    r.add_argument("--cold", action="store_true", help="with --address: run a small job in this process, not in "
+                   "the cluster's warm dlmine process on this node (also DLMINE_WARM=0)")
     common(r)
 
     d = sub.add_parser("demo", help="run the built-in jobs on bundled and generated data",
@@ -136,11 +138,20 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``dlmine`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     _interrupt_on_sigterm()
     try:
         if args.command == "run":
+            address = args.address or os.environ.get("RAY_ADDRESS")
+            if address and not args.cold:
+                from dlmine_ray.app import warm
+
+                if warm.enabled():  # a small job against a running cluster: its warm process on this node
+                    status = warm.run_warm(main, argv, args.job, args.overrides, address, verbose)
+                    if status is not None:
+                        return status
             from dlmine_ray.app.jobfile import load_job, parse_overrides
             from dlmine_ray.app.run import print_summary, run_job
 

@@ -177,7 +177,7 @@ def test_local_runs_beside_a_running_ray_start_and_joining_it_with_its_token(tmp
             "knowledge": "off"}))
         for name, extra in (("own", []), ("joined", ["--address", f"127.0.0.1:{gcs}"])):
             r = subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "run", str(job), "--output",
-                                str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=300)
+                                str(tmp_path / name), *extra], env=env, capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
             assert json.loads((tmp_path / name / "metrics.json").read_text())["accuracy"] > 0.5
     finally:
@@ -185,3 +185,88 @@ def test_local_runs_beside_a_running_ray_start_and_joining_it_with_its_token(tmp
         log.close()
         if os.path.isfile(bootstrap) and open(bootstrap).read().strip().endswith(f":{gcs}"):
             os.remove(bootstrap)  # no later ray.init() on this machine should look for it
+
+
+@pytest.fixture
+def plain_head(tmp_path):
+    """A one-node cluster as `dlmine run --address` meets it: no dashboard, token authentication,
+    its own ports and temp dir; stopped at the end (and with it the warm processes it holds)."""
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    gcs = _free_port()
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    log = open(os.path.join(temp, "head.log"), "w")
+    proc = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+                             "--port", str(gcs), "--include-dashboard", "false", "--temp-dir", temp,
+                             "--object-store-memory", str(200 * 2**20), *_spare_ports()],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{gcs}"
+    probe = f"import ray; ray.init(address={address!r}); ray.shutdown()"
+    deadline = time.monotonic() + 120
+    while subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
+            pytest.fail("ray start --head did not come up: " + open(log.name).read()[-2000:])
+        time.sleep(1)
+    yield address, env
+    _stop(proc)
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_run_against_a_cluster_hands_a_small_job_to_its_warm_process(tmp_path, plain_head):
+    """`dlmine run --address` of a small job: the cluster's warm dlmine process on this node runs
+    it (the same one for the next command), in the command's directory and environment (relative
+    paths, DLMINE_KNOWLEDGE), with the command's output and exit status; the results are those of
+    the same job run in the command itself (--cold); bad input fails in one line with nothing
+    written; a job that does not run in the driver runs in the command, through the cluster."""
+    import re
+    import sqlite3
+
+    import numpy as np
+    import pandas as pd
+
+    address, env = plain_head
+    env = {**env, "DLMINE_KNOWLEDGE": str(tmp_path / "kb.db")}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    df = pd.DataFrame({"row_id": np.arange(300), **{f"x{i}": x[:, i] for i in range(4)}})
+    df["label"] = np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")
+    df.to_parquet(tmp_path / "tiny.parquet")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({
+        "name": "warm", "task": "classify", "data": {"path": "tiny.parquet", "target": "label", "id": "row_id"},
+        "model": {"hidden": [8]}, "train": {"epochs": 2, "batch_size": 64}, "compare_baselines": False}))
+
+    def dlmine(*args):
+        return subprocess.run([sys.executable, "-m", "dlmine_ray.cli", "run", "job.yaml", *args, "--address", address],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    pids = []
+    for out in ("first", "second"):
+        r = dlmine("--output", out)
+        assert r.returncode == 0, r.stderr[-3000:]
+        served = re.search(r"warm dlmine process on this node \(pid (\d+)\)", r.stderr)
+        assert served, r.stderr[-3000:]
+        pids.append(int(served.group(1)))
+        assert "epoch 2/2" in r.stderr and "publishing took" in r.stderr  # the job's progress came back
+        assert f"results: {tmp_path / out}" in r.stdout  # relative to the command's directory
+    assert pids[0] == pids[1]  # the second command found the first one's process
+    cold = dlmine("--output", "cold", "--cold")
+    assert cold.returncode == 0 and "warm dlmine process" not in cold.stderr, cold.stderr[-3000:]
+    warm_m, cold_m = (json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("second", "cold"))
+    for key in ("accuracy", "f1_macro", "roc_auc", "log_loss", "accuracy_ci", "rows_test"):
+        assert warm_m[key] == cold_m[key], key
+    with sqlite3.connect(tmp_path / "kb.db") as db:  # the command's DLMINE_KNOWLEDGE
+        runs = sorted(db.execute("SELECT status, output FROM runs").fetchall())
+    assert runs == sorted(("completed", str(tmp_path / o)) for o in ("first", "second", "cold")), runs
+
+    bad = dlmine("--output", "bad", "--set", "data.target=colour")
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "colour" in errors[0], bad.stderr[-3000:]
+    assert not (tmp_path / "bad").exists()
+
+    through = dlmine("--output", "through", "--set", "scaling.driver_max_mb=0")
+    assert through.returncode == 0 and "warm dlmine process" not in through.stderr, through.stderr[-3000:]
+    assert json.loads((tmp_path / "through" / "metrics.json").read_text())["accuracy"] == warm_m["accuracy"]
