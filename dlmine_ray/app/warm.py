@@ -48,9 +48,10 @@ PRELOAD = ("dlmine_ray.app.run", "dlmine_ray.app.jobfile", "dlmine_ray.pipelines
 
 
 def enabled() -> bool:
-    """Whether this process may hand a job to a warm process (not inside one, not turned off)."""
-    return os.environ.get(IN_WARM) != "1" and os.environ.get("DLMINE_WARM", "1").strip().lower() not in (
-        "0", "off", "false", "no")
+    """Whether this process may hand a job to a warm process: not inside one, not turned off, and
+    not a job submitted to the cluster (`dlmine submit`), whose process the Jobs API stops."""
+    return (os.environ.get(IN_WARM) != "1" and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ
+            and os.environ.get("DLMINE_WARM", "1").strip().lower() not in ("0", "off", "false", "no"))
 
 
 def code_digest() -> str:
