@@ -152,7 +152,7 @@ class ScalingSpec(_Strict):
     cpus_per_worker: Optional[float] = Field(None, gt=0.0, description="default: the cluster's CPUs / workers")
     trainer: Literal["auto", "ray_train", "task"] = Field(
         "auto", description="ray_train: a TorchTrainer; task: one Ray task (one worker, small data); "
-                            "auto: a TorchTrainer for several workers, GPUs or 64 MB+ of training data")
+                            "auto: a TorchTrainer for several workers, GPUs or 256 MiB+ of training data")
     driver_max_mb: float = Field(DRIVER_MAX_MB, ge=0.0, description="a job whose input is local files (or a builtin "
                                  "dataset) of at most this many MiB, untuned, on one CPU worker with trainer auto, "
                                  "runs in the driver process without starting or joining Ray (the same pipeline, "

@@ -11,6 +11,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from conftest import make_frame, write_job
 from dlmine_ray.app.run import run_job
@@ -38,18 +39,7 @@ def _dlmine_run(job: str, out) -> list:
 
 
 def _train_workers(pid: int) -> list:
-    try:
-        tree = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    out = []
-    for p in tree:
-        try:
-            if "RayTrainWorker" in " ".join(p.cmdline()):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return out
+    return _processes(pid, "RayTrainWorker")
 
 
 def test_a_killed_train_worker_is_replaced_and_training_resumes(tmp_path, ray_local):
@@ -80,6 +70,55 @@ def test_a_killed_train_worker_is_replaced_and_training_resumes(tmp_path, ray_lo
     clean = run_job(job, tmp_path / "clean", quiet=True).metrics
     assert abs(interrupted["accuracy"] - clean["accuracy"]) <= 0.05, (interrupted["accuracy"], clean["accuracy"])
     assert interrupted["accuracy"] > 0.8
+
+
+def test_a_killed_training_task_is_retried_and_goes_on_from_its_last_epoch(tmp_path, ray_local):
+    """A single-worker job trained in one Ray task (scaling.trainer: task): its process killed at
+    epoch 4, Ray runs the task again, which goes on from the last epoch's checkpoint."""
+    make_frame(3000).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", name="task-faults", data={"path": str(tmp_path / "rows.parquet")},
+                    train={"epochs": EPOCHS, "batch_size": 32, "early_stopping": 0},
+                    scaling={"trainer": "task", "cpus_per_worker": 1}, knowledge="off")
+    proc = subprocess.Popen(_dlmine_run(job, tmp_path / "killed"), env=_local_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if killed is None and line.strip().startswith("epoch 4/"):
+                tasks = _processes(proc.pid, "ray::train_task")
+                assert len(tasks) == 1, "".join(lines)
+                killed = tasks[0].pid
+                os.kill(killed, signal.SIGKILL)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(lines)
+    assert killed is not None, log
+    assert proc.returncode == 0, log[-4000:]
+    trained = [int(ln.split("epoch ", 1)[1].split("/")[0]) for ln in log.splitlines() if ln.strip().startswith("epoch ")]
+    again = trained.index(4) + 1  # the epochs after the kill: from the checkpoint of epoch 3 or 4, not from 1
+    assert again < len(trained) and trained[again] in (4, 5), trained
+    history = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["accuracy"] > 0.8
+
+
+def _processes(pid: int, marker: str) -> list:
+    """The processes under ``pid`` whose command line holds ``marker``."""
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for p in tree:
+        try:
+            if marker in " ".join(p.cmdline()):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
 
 
 def _dead_pid() -> int:
@@ -164,11 +203,12 @@ def _wait_for_session_to_end(sid: int) -> None:
         time.sleep(0.5)
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("trainer", ["ray_train", "task"])
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, trainer):
     make_frame(3000).to_parquet(tmp_path / "rows.parquet", index=False)
     job = write_job(tmp_path / "job.yaml", name="resumable", data={"path": str(tmp_path / "rows.parquet")},
                     train={"epochs": EPOCHS, "batch_size": 32, "early_stopping": 0},
-                    scaling={"trainer": "ray_train", "cpus_per_worker": 1}, knowledge="off")
+                    scaling={"trainer": trainer, "cpus_per_worker": 1}, knowledge="off")
     env, cmd = _local_env(), _dlmine_run(job, tmp_path / "out")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -183,7 +223,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert not (tmp_path / "out").exists()
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
     assert len(left) == 1, "".join(lines)
-    assert (left[0] / ".scratch" / "model-fit").is_dir()  # the trainer's checkpoints, kept for --resume
+    assert (left[0] / ".scratch" / "model-fit").is_dir()  # the trainer's (the task's) checkpoints, kept for --resume
     _stage(tmp_path, "live", os.getpid())  # a live run's: never touched
     _stage(tmp_path, "other-job", _dead_pid(), job="k")  # a dead run of another job: removed
 

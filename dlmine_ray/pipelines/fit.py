@@ -130,7 +130,10 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
         trainer = "tune" if spec.tune is not None else "ray_train" if big else "task"
     where = place if big else f"{place} (small job)"
     fit_ref = task.fit_reference(samples, spec) if task.fit_metrics else None
-    if ctx.folder.resumed and trainer in ("task", "driver"):  # (a tuned run's trials resume: a Tune experiment)
+    # a task keeps each epoch's checkpoint in the run's own storage when that is a local folder
+    task_resumes = "://" not in ctx.storage
+    if ctx.folder.resumed and (trainer == "driver" or (trainer == "task" and not task_resumes)):
+        # (a tuned run's trials resume: a Tune experiment)
         rep.info(f"a small job trains {place}, which keeps no checkpoint: its training starts "
                  "again (TorchTrainer training resumes; scaling.trainer: ray_train asks for one)")
     board = DirectBoard(rep) if ctx.on_driver else make_board()
@@ -153,7 +156,9 @@ def fit_stages(ctx, sets: dict, n_features: int, info: dict, samples: Optional[d
                 out = fit_with_ray_train(spec, stage_sets, layout, ctx.storage, board, ctx.cpus,
                                          os.path.join(keep_in, stage), run_name=_run_name(ctx, f"{name}-{stage}"))
             else:
-                out = fit_in_task(spec, stage_sets, layout, board, ctx.cpus, os.path.join(keep_in, stage))
+                resume_dir = os.path.join(ctx.storage, _run_name(ctx, f"{name}-{stage}")) if task_resumes else None
+                out = fit_in_task(spec, stage_sets, layout, board, ctx.cpus, os.path.join(keep_in, stage),
+                                  resume_dir=resume_dir)
         return out, spec.model.model_dump()
 
     try:

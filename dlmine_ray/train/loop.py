@@ -185,16 +185,21 @@ class TrainEnv(LoopEnv):
 
 
 def _resume_state(ckpt) -> Optional[dict]:
-    """The resume state in a checkpoint (None without one). The best weights are the checkpoint's
-    kept model, stored once; so is the model itself when the epoch was the best one."""
+    """The resume state in a Ray checkpoint (None without one)."""
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        path = os.path.join(d, RESUME_STATE)
-        if not os.path.exists(path):
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state["best_state"] = torch.load(os.path.join(d, MODEL_STATE), map_location="cpu", weights_only=True)
+        return _resume_state_in(d)
+
+
+def _resume_state_in(d: str) -> Optional[dict]:
+    """The resume state in a checkpoint folder (None without one). The best weights are the
+    checkpoint's kept model, stored once; so is the model itself when the epoch was the best one."""
+    path = os.path.join(d, RESUME_STATE)
+    if not os.path.exists(path):
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state["best_state"] = torch.load(os.path.join(d, MODEL_STATE), map_location="cpu", weights_only=True)
     if state["model"] is None:
         state["model"] = state["best_state"]
     return state
@@ -226,12 +231,18 @@ class TuneEnv(LoopEnv):
 
 class TaskEnv(LoopEnv):
     """Inside one Ray task: the datasets are passed in; the last checkpoint is kept in memory
-    (weights and history as bytes) and returned by the task, so it works on any node."""
+    (weights and history as bytes) and returned by the task, so it works on any node.
 
-    def __init__(self, datasets: dict, use_gpu: bool):
+    With ``resume_dir`` every epoch's checkpoint (with the resume state) is also kept there, the
+    newest only, so that a retried task (its process killed, its node lost) and a ``--resume``d
+    run go on from the last epoch, as a TorchTrainer's restarted worker group does."""
+
+    def __init__(self, datasets: dict, use_gpu: bool, resume_dir: Optional[str] = None):
         self.datasets = datasets
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.last_checkpoint: Optional[dict[str, bytes]] = None
+        self.resume_dir = resume_dir
+        self.checkpoint_every_epoch = self.resumable = resume_dir is not None
 
     def shard(self, name):
         return self.datasets.get(name)
@@ -240,6 +251,41 @@ class TaskEnv(LoopEnv):
         if checkpoint_dir:
             self.last_checkpoint = {f: open(os.path.join(checkpoint_dir, f), "rb").read()
                                     for f in os.listdir(checkpoint_dir)}
+            if self.resume_dir is not None:
+                _keep_newest(self.last_checkpoint, self.resume_dir, int(metrics["epoch"]))
+
+    def resume_state(self):
+        d = _newest(self.resume_dir) if self.resume_dir is not None else None
+        return _resume_state_in(d) if d is not None else None
+
+
+#: a kept epoch checkpoint's folder name in a resume folder (complete once renamed to it)
+_EPOCH_DIR = "epoch-{:06d}"
+
+
+def _keep_newest(files: dict[str, bytes], resume_dir: str, epoch: int) -> None:
+    """Write a checkpoint's files as ``resume_dir``'s newest epoch folder (written aside, then
+    renamed: a folder of that name is always complete), and remove the older ones."""
+    os.makedirs(resume_dir, exist_ok=True)
+    part = tempfile.mkdtemp(prefix=".part-", dir=resume_dir)
+    for name, data in files.items():
+        with open(os.path.join(part, name), "wb") as f:
+            f.write(data)
+    final = os.path.join(resume_dir, _EPOCH_DIR.format(epoch))
+    shutil.rmtree(final, ignore_errors=True)  # (an epoch trained again after a retry)
+    os.rename(part, final)
+    for name in os.listdir(resume_dir):
+        if name != os.path.basename(final):
+            shutil.rmtree(os.path.join(resume_dir, name), ignore_errors=True)
+
+
+def _newest(resume_dir: str) -> Optional[str]:
+    """The newest complete epoch folder in ``resume_dir``, or None."""
+    try:
+        kept = sorted(n for n in os.listdir(resume_dir) if n.startswith("epoch-"))
+    except FileNotFoundError:
+        return None
+    return os.path.join(resume_dir, kept[-1]) if kept else None
 
 
 def _unwrap(model):
