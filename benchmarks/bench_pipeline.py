@@ -423,8 +423,12 @@ def our_loop_in_process(spec, data: dict, threads: int) -> dict:
 
 # -- (c) inference ----------------------------------------------------------------------------
 
-def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch: int = 8192) -> dict:
-    """score_dataset over Ray Data vs a bare forward pass (same weights, same rows)."""
+def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch: int = 8192,
+                test=None) -> dict:
+    """score_dataset over Ray Data vs a bare forward pass (same weights, same rows); with ``test``
+    (the encoded test split in Ray's object store), also the run's own scoring of it
+    (``score_encoded``, consumed as pipelines/tabular.py consumes it) vs a bare forward pass over
+    the same encoded rows in memory."""
     import pyarrow.parquet as pq
 
     from dlmine_ray.data.read import read_dataset
@@ -488,8 +492,47 @@ def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch:
     windows["infer: ours in this process"] = (w0, time.monotonic())
     if len(here) != n:
         raise RuntimeError(f"load_model().predict returned {len(here)} rows for {n} input rows")
-    return {"rows": n, "ours_s": ours_s, "bare_forward_s": bare_forward_s, "bare_e2e_s": bare_e2e_s,
-            "ours_here_s": here_s}
+    out = {"rows": n, "ours_s": ours_s, "bare_forward_s": bare_forward_s, "bare_e2e_s": bare_e2e_s,
+           "ours_here_s": here_s}
+    if test is not None:
+        out.update(_bench_infer_encoded(test, model, model_dir, threads, windows, batch))
+    return out
+
+
+def _bench_infer_encoded(test, model, model_dir: str, threads: int, windows: dict, batch: int) -> dict:
+    """A run's scoring of its encoded test split (no re-read: the rows encoded once, in Ray's object
+    store) against a bare forward pass over the same rows held in memory as one tensor."""
+    from dlmine_ray.infer import score_encoded, score_here
+    from dlmine_ray.spec import DRIVER_MAX_MB
+
+    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(
+        [b["features"] for b in test.iter_batches(batch_format="numpy", batch_size=None)]), dtype=np.float32))
+    n = x.shape[0]
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        model(x[:batch])
+        w0 = time.monotonic()
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            model(x[i:i + batch])
+        bare_s = time.perf_counter() - t0
+    windows["infer: bare forward, test split"] = (w0, time.monotonic())
+    del x
+    out = {"test_rows": n, "test_bare_forward_s": bare_s, "test_bytes": int(test.size_bytes()),
+           "test_here_by_default": int(test.size_bytes()) <= DRIVER_MAX_MB * 2**20}
+    ways = {  # as the pipeline consumes them (pipelines/tabular.py): numpy batches of 65,536 rows
+        "here": lambda: score_here(test, model_dir, keep=("target",), threads=threads),
+        "ray": lambda: score_encoded(test.select_columns(["features", "target"]), model_dir,
+                                     keep=("target",)).iter_batches(batch_format="numpy", batch_size=65536)}
+    for way, batches in ways.items():
+        w0 = time.monotonic()
+        t0 = time.perf_counter()
+        rows = sum(len(b["target"]) for b in batches())
+        out[f"test_{way}_s"] = time.perf_counter() - t0
+        windows[f"infer: ours test split, {way}"] = (w0, time.monotonic())
+        if rows != n:
+            raise RuntimeError(f"scoring the test split ({way}) returned {rows} rows for {n}")
+    return out
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -607,6 +650,7 @@ def run(args) -> dict:
             save_model_dir(model_dir, state, ours_d["prep"], spec.task, spec.model.model_dump(),
                            {"job": spec.name, "best_epoch": outcome.best.get("epoch")}, info=ours_d["layout"]["info"])
             del xtr, ytr, xva, yva, targs
+            test_split = ours_d["splits"]["test"]  # scored as a run scores it, in (c)
             ours_d["splits"].clear()
             res["train"] = {
                 "rows_train": int(ours_d["rows_split"][0]), "rows_valid": int(ours_d["rows_split"][1]),
@@ -634,7 +678,8 @@ def run(args) -> dict:
 
             # (c) inference
             phase("inference")
-            res["infer"] = bench_infer(folder, model_dir, threads, windows)
+            res["infer"] = bench_infer(folder, model_dir, threads, windows, test=test_split)
+            del test_split
             phase(None)
     finally:
         phase(None)
@@ -704,6 +749,11 @@ def summarize(res: dict) -> list[dict]:
         add("inference in process (vs bare read+fwd)", i["rows"] / i["ours_here_s"], i["rows"] / i["bare_e2e_s"],
             "rows/s")
     add("inference rows/s (vs bare read+fwd)", i["rows"] / i["ours_s"], i["rows"] / i["bare_e2e_s"], "rows/s")
+    if "test_rows" in i:  # * = what a run does with a split of this size (scaling.driver_max_mb)
+        for way, label in (("here", "in the driver"), ("ray", "Ray Data")):
+            star = "*" if (way == "here") == i["test_here_by_default"] else ""
+            add(f"inference, a run's encoded test split [{label}{star}] (vs bare fwd)",
+                i["test_rows"] / i[f"test_{way}_s"], i["test_rows"] / i["test_bare_forward_s"], "rows/s")
     return rows
 
 

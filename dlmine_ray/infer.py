@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -101,7 +102,9 @@ class LoadedModel:
         activations of a chunk stay in cache: 100k rows at once took 1.8x as long here)."""
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # rows read from Ray's object store are read-only; nothing here writes to them
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             parts = [self.model(torch.from_numpy(x[i:i + CHUNK_ROWS]).to(self.device)).float().cpu().numpy()
                      for i in range(0, max(len(x), 1), CHUNK_ROWS)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -167,6 +170,24 @@ def score_dataset(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: O
         _score_batch, fn_args=(os.path.abspath(str(model_path)), tuple(keep), threads, use_gpu, task),
         batch_format="pandas", batch_size=batch_size, num_cpus=threads, num_gpus=1 if use_gpu else 0,
     )
+
+
+def score_here(ds, model_path: str, keep: tuple[str, ...] = (), threads: Optional[int] = None, task=None,
+               batch_size: int = 65536) -> Iterator[dict]:
+    """Score the rows of a materialized Ray Dataset of encoded rows (a ``features`` column: a run's
+    test split, encoded once and held in Ray's object store) in this process, in their order:
+    numpy batches of ``keep`` columns plus predictions, as ``score_encoded`` consumed batch by batch
+    gives them, without a Ray Data execution (its fixed cost was most of the time for a 300k-row
+    split: ``benchmarks/bench_pipeline.py --rows 2000000``). ``threads``: torch's threads."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    lm = LoadedModel(model_path, threads, task=task)
+    for ref in ds.to_arrow_refs():
+        table = ray.get(ref)
+        for i in range(0, table.num_rows, batch_size):
+            yield lm.predict_encoded(BlockAccessor.for_block(table.slice(i, batch_size)).to_batch_format("numpy"),
+                                     keep)
 
 
 def score_encoded(ds, model_path: str, keep: tuple[str, ...] = (), batch_size: Optional[int] = None,

@@ -79,3 +79,30 @@ def test_load_model_predicts_a_dataframe_in_process(tmp_path, model_dir):
         model.predict(new.drop(columns="colour"))
     with pytest.raises(dlmine_ray.DlmineError, match="not a dlmine model folder"):
         dlmine_ray.load_model(str(tmp_path))
+
+
+def test_a_runs_encoded_split_is_scored_here_as_ray_data_scores_it(model_dir):
+    """A run's encoded test split held in Ray's object store, in several blocks: scored in the
+    driver (``score_here``) it gives, batch by batch and in order, what ``score_encoded`` through a
+    Ray Data execution gives."""
+    import ray
+
+    from dlmine_ray.infer import LoadedModel, score_encoded, score_here
+
+    lm = LoadedModel(str(model_dir))
+    df = _frame(1000, 3)
+    x = lm.prep.transform_features(df)
+    ds = ray.data.from_items([{"features": x[i], "key": int(k)} for i, k in enumerate(df["row_id"])],
+                             override_num_blocks=5).materialize()
+    assert ds.num_blocks() == 5
+    here = list(score_here(ds, str(model_dir), keep=("key",), threads=2, batch_size=150))
+    assert max(len(b["key"]) for b in here) == 150  # batches within blocks
+    through = list(score_encoded(ds, str(model_dir), keep=("key",)).iter_batches(batch_format="numpy"))
+    for name in here[0]:
+        a, b = np.concatenate([h[name] for h in here]), np.concatenate([t[name] for t in through])
+        assert a.shape[0] == 1000 and a.dtype == b.dtype, name
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, atol=1e-6, err_msg=name)
+        else:
+            assert (a == b).all(), name
+    assert np.concatenate([h["key"] for h in here]).tolist() == df["row_id"].tolist()

@@ -11,6 +11,7 @@ scores them all."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional
 
@@ -22,7 +23,7 @@ from dlmine_ray.data.profile import SPLIT_COL, check_profile, check_types, profi
 from dlmine_ray.data.local import LocalRows, read_local
 from dlmine_ray.data.read import read_dataset
 from dlmine_ray.errors import DlmineError, failing_as
-from dlmine_ray.infer import save_model_dir, score_encoded
+from dlmine_ray.infer import save_model_dir, score_encoded, score_here
 from dlmine_ray.pipelines.context import RunContext, RunResult
 from dlmine_ray.pipelines.fit import fit_stages
 from dlmine_ray.pipelines.write import write_outputs
@@ -126,18 +127,25 @@ def run(ctx: RunContext) -> RunResult:
         baseline, base_rows = task.fit_baseline(x_b, y_b, fitted.info, spec), len(x_b)
         base_seconds = time.perf_counter() - tb
 
-    rep.stage("scoring", ("every row" if task.scores_every_row else "test split")
-              + (", in this process" if ctx.on_driver else ", batch inference on Ray Data"))
     model_dir = str(ctx.folder.path("model"))
     save_model_dir(model_dir, fitted.state, prep, spec.task, fitted.run_spec.model.model_dump(),
                    {"job": spec.name, "stages": fitted.stages, "best_epoch": fitted.best.get("epoch"),
                     "na_values": d.na_values}, info=fitted.info)
     scored_rows = encoded if task.scores_every_row else _split(encoded, (2,), None)
     raw = tuple(RAW + c for c in kept)
-    scored = score_encoded(scored_rows.select_columns(["features", *raw]), model_dir, keep=("features",) + raw,
-                           task=task, threads=max(1, int(ctx.cpus)) if ctx.on_driver else 1)
-    batches = ({c[len(RAW):] if c.startswith(RAW) else c: v for c, v in b.items()}
-               for b in scored.iter_batches(batch_format="numpy", batch_size=65536))
+    # encoded rows already in Ray's object store, of at most scaling.driver_max_mb: scored here with
+    # every core instead of by a Ray Data execution (no re-read either way: they were encoded once)
+    here = ctx.on_driver or scored_rows.size_bytes() <= spec.scaling.driver_max_mb * 2**20
+    rep.stage("scoring", ("every row" if task.scores_every_row else "test split")
+              + (", in this process" if here else ", batch inference on Ray Data"))
+    threads = max(1, min(int(ctx.cpus), os.cpu_count() or 1))
+    if here and not ctx.on_driver:
+        scored = score_here(scored_rows, model_dir, keep=("features",) + raw, threads=threads, task=task)
+    else:
+        scored = score_encoded(scored_rows.select_columns(["features", *raw]), model_dir, keep=("features",) + raw,
+                               task=task, threads=threads if ctx.on_driver else 1).iter_batches(
+                                   batch_format="numpy", batch_size=65536)
+    batches = ({c[len(RAW):] if c.startswith(RAW) else c: v for c, v in b.items()} for b in scored)
     with failing_as("scoring failed", RuntimeError):
         result = task.results(batches, fitted.info, spec, baseline, profile.n_rows)
     explained = (_explain(ctx, model_dir, sets["train"], n_train, scored_rows)
