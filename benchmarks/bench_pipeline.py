@@ -441,15 +441,7 @@ def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch:
     n = x_all.shape[0]
     del table
 
-    torch.set_num_threads(threads)
-    with torch.inference_mode():
-        model(x_all[:batch])  # warm-up
-        w0 = time.monotonic()
-        t0 = time.perf_counter()
-        for i in range(0, n, batch):
-            model(x_all[i:i + batch])
-        bare_forward_s = time.perf_counter() - t0
-        windows["infer: bare forward"] = (w0, time.monotonic())
+    bare_forward_s = _bare_forward(model, x_all, batch, threads, windows, "infer: bare forward")
     del x_all
 
     # Bare end-to-end: the same work score_dataset does, without Ray: read the files, scale
@@ -499,6 +491,20 @@ def bench_infer(folder: str, model_dir: str, threads: int, windows: dict, batch:
     return out
 
 
+def _bare_forward(model, x: torch.Tensor, batch: int, threads: int, windows: dict, window: str) -> float:
+    """Seconds of a bare forward pass over the in-memory rows ``x`` in batches (after a warm-up)."""
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        model(x[:batch])  # warm-up
+        w0 = time.monotonic()
+        t0 = time.perf_counter()
+        for i in range(0, x.shape[0], batch):
+            model(x[i:i + batch])
+        seconds = time.perf_counter() - t0
+    windows[window] = (w0, time.monotonic())
+    return seconds
+
+
 def _bench_infer_encoded(test, model, model_dir: str, threads: int, windows: dict, batch: int) -> dict:
     """A run's scoring of its encoded test split (no re-read: the rows encoded once, in Ray's object
     store) against a bare forward pass over the same rows held in memory as one tensor."""
@@ -508,15 +514,7 @@ def _bench_infer_encoded(test, model, model_dir: str, threads: int, windows: dic
     x = torch.from_numpy(np.ascontiguousarray(np.concatenate(
         [b["features"] for b in test.iter_batches(batch_format="numpy", batch_size=None)]), dtype=np.float32))
     n = x.shape[0]
-    torch.set_num_threads(threads)
-    with torch.inference_mode():
-        model(x[:batch])
-        w0 = time.monotonic()
-        t0 = time.perf_counter()
-        for i in range(0, n, batch):
-            model(x[i:i + batch])
-        bare_s = time.perf_counter() - t0
-    windows["infer: bare forward, test split"] = (w0, time.monotonic())
+    bare_s = _bare_forward(model, x, batch, threads, windows, "infer: bare forward, test split")
     del x
     out = {"test_rows": n, "test_bare_forward_s": bare_s, "test_bytes": int(test.size_bytes()),
            "test_here_by_default": int(test.size_bytes()) <= DRIVER_MAX_MB * 2**20}

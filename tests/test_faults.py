@@ -38,30 +38,9 @@ def _dlmine_run(job: str, out) -> list:
     return [sys.executable, "-m", "dlmine_ray.cli", "run", job, "-o", str(out)]
 
 
-def _train_workers(pid: int) -> list:
-    return _processes(pid, "RayTrainWorker")
-
-
 def test_a_killed_train_worker_is_replaced_and_training_resumes(tmp_path, ray_local):
     job = _job(tmp_path)
-    proc = subprocess.Popen(_dlmine_run(job, tmp_path / "killed"), env=_local_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines, killed = [], None
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if killed is None and line.strip().startswith("epoch 4/"):
-                workers = _train_workers(proc.pid)
-                assert len(workers) == 2, "".join(lines)
-                killed = workers[-1].pid
-                os.kill(killed, signal.SIGKILL)
-        proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = "".join(lines)
-    assert killed is not None, log
-    assert proc.returncode == 0, log[-4000:]
+    _run_killing_at_epoch_4(_dlmine_run(job, tmp_path / "killed"), "RayTrainWorker", 2)
     history = json.loads((tmp_path / "killed" / "history.json").read_text())
     # one entry per epoch, in order: the restarted group went on from the checkpoint, not from epoch 1
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
@@ -79,16 +58,28 @@ def test_a_killed_training_task_is_retried_and_goes_on_from_its_last_epoch(tmp_p
     job = write_job(tmp_path / "job.yaml", name="task-faults", data={"path": str(tmp_path / "rows.parquet")},
                     train={"epochs": EPOCHS, "batch_size": 32, "early_stopping": 0},
                     scaling={"trainer": "task", "cpus_per_worker": 1}, knowledge="off")
-    proc = subprocess.Popen(_dlmine_run(job, tmp_path / "killed"), env=_local_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = _run_killing_at_epoch_4(_dlmine_run(job, tmp_path / "killed"), "ray::train_task", 1)
+    trained = [int(ln.split("epoch ", 1)[1].split("/")[0]) for ln in log.splitlines() if ln.strip().startswith("epoch ")]
+    again = trained.index(4) + 1  # the epochs after the kill: from the checkpoint of epoch 3 or 4, not from 1
+    assert again < len(trained) and trained[again] in (4, 5), trained
+    history = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["accuracy"] > 0.8
+
+
+def _run_killing_at_epoch_4(cmd: list, marker: str, expected: int) -> str:
+    """Run ``cmd`` (a `dlmine run` that starts its own Ray); when it prints epoch 4, SIGKILL the last
+    of its ``expected`` processes whose command line holds ``marker``; assert that it still
+    succeeds, and return its output."""
+    proc = subprocess.Popen(cmd, env=_local_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, killed = [], None
     try:
         for line in proc.stdout:
             lines.append(line)
             if killed is None and line.strip().startswith("epoch 4/"):
-                tasks = _processes(proc.pid, "ray::train_task")
-                assert len(tasks) == 1, "".join(lines)
-                killed = tasks[0].pid
+                found = _processes(proc.pid, marker)
+                assert len(found) == expected, "".join(lines)
+                killed = found[-1].pid
                 os.kill(killed, signal.SIGKILL)
         proc.wait(timeout=600)
     finally:
@@ -97,12 +88,7 @@ def test_a_killed_training_task_is_retried_and_goes_on_from_its_last_epoch(tmp_p
     log = "".join(lines)
     assert killed is not None, log
     assert proc.returncode == 0, log[-4000:]
-    trained = [int(ln.split("epoch ", 1)[1].split("/")[0]) for ln in log.splitlines() if ln.strip().startswith("epoch ")]
-    again = trained.index(4) + 1  # the epochs after the kill: from the checkpoint of epoch 3 or 4, not from 1
-    assert again < len(trained) and trained[again] in (4, 5), trained
-    history = json.loads((tmp_path / "killed" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
-    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["accuracy"] > 0.8
+    return log
 
 
 def _processes(pid: int, marker: str) -> list:

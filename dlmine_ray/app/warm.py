@@ -91,7 +91,7 @@ class _Stream:
 class WarmRunner:
     """The warm process (a Ray actor): runs ``dlmine run`` commands in-process, one at a time."""
 
-    def __init__(self, digest: str, threads: int):
+    def __init__(self, threads: int):
         os.environ[IN_WARM] = "1"
         import importlib
 
@@ -104,7 +104,6 @@ class WarmRunner:
 
         # Ray gives an actor without CPUs one thread; a job in the driver would have had the node's
         torch.set_num_threads(max(1, threads))
-        self.digest = digest
         self.code = code_digest()
         self._busy = threading.Lock()
         self._out_lock = threading.Lock()
@@ -228,7 +227,7 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
             name=f"warm-{node[:12]}-{digest}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
             num_cpus=0, max_concurrency=4, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}}).remote(digest, threads)
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}}).remote(threads)
         try:
             hello = ray.get(actor.hello.remote(), timeout=START_TIMEOUT_S)
         except Exception as err:  # could not start (no dlmine_ray on the workers' Python, a timeout)
