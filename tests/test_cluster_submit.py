@@ -197,8 +197,11 @@ def plain_head(tmp_path):
     gcs = _free_port()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     log = open(os.path.join(temp, "head.log"), "w")
-    proc = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
-                             "--port", str(gcs), "--include-dashboard", "false", "--temp-dir", temp,
+    # this interpreter's Ray: the cluster's workers (and its warm process) then import the dlmine_ray
+    # under test, also where a `ray` on PATH belongs to another Python environment
+    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus",
+                             "2", "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--include-dashboard", "false",
+                             "--temp-dir", temp,
                              "--object-store-memory", str(200 * 2**20), *_spare_ports()],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     address = f"127.0.0.1:{gcs}"
