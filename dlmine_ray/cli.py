@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 import traceback
 
 from dlmine_ray.errors import DlmineError
+from dlmine_ray.runtime.session import interrupt_on_sigterm
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,24 +124,12 @@ def _version() -> str:
     return f"dlmine_ray {__version__}"
 
 
-def _interrupt_on_sigterm() -> None:
-    # `kill` or a scheduler's stop sends SIGTERM; turning it into KeyboardInterrupt lets a run
-    # remove its staging folder, as it does for Ctrl-C, instead of leaving half-written output.
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (embedded use): leave the default
-        pass
-
-
 def main(argv=None) -> int:
     """Entry point of the ``dlmine`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     try:
         if args.command == "run":
             address = args.address or os.environ.get("RAY_ADDRESS")

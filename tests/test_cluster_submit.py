@@ -4,6 +4,7 @@ with `dlmine submit --wait`, its outputs checked, and the cluster stopped."""
 import json
 import os
 import shutil
+import signal
 import tempfile
 import socket
 import subprocess
@@ -273,3 +274,36 @@ def test_run_against_a_cluster_hands_a_small_job_to_its_warm_process(tmp_path, p
     through = dlmine("--output", "through", "--set", "scaling.driver_max_mb=0")
     assert through.returncode == 0 and "warm dlmine process" not in through.stderr, through.stderr[-3000:]
     assert json.loads((tmp_path / "through" / "metrics.json").read_text())["accuracy"] == warm_m["accuracy"]
+
+    # a command stopped (SIGTERM) or killed outright (SIGKILL) while its job runs in the warm process:
+    # the job goes with it (never published later), and the next run of that output removes its
+    # staging folder
+    import psutil
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        out = f"stopped-{sig.name}"
+        proc = subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "run", "job.yaml", "--output", out,
+                                 "--set", "train.epochs=20000", "--set", "train.early_stopping=0", "--address",
+                                 address], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        lines, pid = [], None
+        for line in proc.stdout:
+            lines.append(line)
+            served = re.search(r"warm dlmine process on this node \(pid (\d+)\)", line)
+            pid = int(served.group(1)) if served else pid
+            if line.strip().startswith("epoch 3/"):
+                proc.send_signal(sig)
+                break
+        proc.communicate(timeout=60)
+        assert pid is not None, "".join(lines)
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 130, "".join(lines)
+        deadline = time.monotonic() + 60
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not psutil.pid_exists(pid), f"the warm process of a {sig.name}ed command lives on"
+        assert not (tmp_path / out).exists()
+        assert len(list(tmp_path.glob(f".{out}.tmp-*"))) == 1
+        again = dlmine("--output", out)
+        assert again.returncode == 0 and "removed 1 staging folder(s)" in again.stderr, again.stderr[-3000:]
+        assert not list(tmp_path.glob(f".{out}.tmp-*")) and (tmp_path / out / "metrics.json").is_file()

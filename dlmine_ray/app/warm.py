@@ -16,8 +16,9 @@ The actor is named for this node and for the installed code (``code_digest``), s
 installation starts a new one; it serves one job at a time (a second command meanwhile runs in its
 own process), exits after ``IDLE_S`` seconds without a job, and goes with the cluster (``ray
 stop``). ``DLMINE_WARM=0`` turns it off; ``dlmine run --address ... --cold`` too, for one command.
-Ctrl-C in the command ends the actor, and the run with it (the run's staging folder is removed by
-the next run of that output, as for any killed run)."""
+Ctrl-C or SIGTERM in the command ends the actor, and the run with it; so does a command killed
+outright, after ``ORPHAN_S`` without reading the output (the run's staging folder is removed by the
+next run of that output, as for any killed run)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ IDLE_S = 600.0
 START_TIMEOUT_S = 120.0
 #: seconds between two reads of a running job's output
 POLL_S = 0.05
+#: a running job whose command has not read its output for this long has lost its command (killed
+#: outright): the warm process exits, and the job with it, rather than publish a run nobody waits for
+ORPHAN_S = 10.0
 #: set inside the warm process: its ``dlmine run`` never hands the job on again
 IN_WARM = "DLMINE_IN_WARM"
 #: modules a small job imports only when it reaches them (training's optimizer step imports torch._dynamo,
@@ -109,8 +113,8 @@ class WarmRunner:
         self._out_lock = threading.Lock()
         self._out: list = []
         self._status: Optional[int] = None
-        self._last = time.monotonic()
-        threading.Thread(target=self._exit_when_idle, daemon=True).start()
+        self._last = self._seen = time.monotonic()
+        threading.Thread(target=self._watch, daemon=True).start()
 
     def hello(self) -> dict:
         """What a command checks before handing a job over: the code this process runs, its user."""
@@ -123,6 +127,7 @@ class WarmRunner:
         run in the driver)."""
         if not self._busy.acquire(blocking=False):
             return "busy"
+        self._seen = time.monotonic()
         saved_env, saved_cwd = dict(os.environ), os.getcwd()
         started = False
         try:
@@ -132,6 +137,7 @@ class WarmRunner:
             if not _runs_in_driver(job, overrides):
                 return "declined"
             self._out, self._status, self._last = [], None, time.monotonic()
+            self._seen = self._last
             threading.Thread(target=self._run, args=(entry, argv, env, saved_env, saved_cwd), daemon=True).start()
             started = True
             return "started"
@@ -160,14 +166,20 @@ class WarmRunner:
 
     def read(self, offset: int) -> tuple:
         """The output pieces from ``offset`` on, and the exit status once the job has ended (else None)."""
+        self._seen = time.monotonic()
         with self._out_lock:
             status = self._status  # read before the pieces: every piece is in once the status is set
             return self._out[offset:], status
 
-    def _exit_when_idle(self) -> None:
+    def _watch(self) -> None:
+        """Exit after IDLE_S without a job, or when the running job's command is gone (ORPHAN_S
+        without a read): its staging folder is then a dead run's, removed by the next run of it."""
         while True:
-            time.sleep(min(30.0, IDLE_S / 4))
-            if time.monotonic() - self._last > IDLE_S and self._busy.acquire(blocking=False):
+            time.sleep(1.0)
+            now = time.monotonic()
+            if self._status is None and self._busy.locked() and now - self._seen > ORPHAN_S:
+                os._exit(1)
+            if now - self._last > IDLE_S and self._busy.acquire(blocking=False):
                 os._exit(0)
 
 
@@ -199,7 +211,8 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
     ``address``, print its output as it comes, and return its exit status; None when this process
     should run the command itself (the job does not run in the driver, the warm process is busy or
     cannot start)."""
-    from dlmine_ray.runtime.session import RAY_ENV_DEFAULTS, _token_auth_when_available, check_reachable
+    from dlmine_ray.runtime.session import (RAY_ENV_DEFAULTS, _token_auth_when_available, check_reachable,
+                                            interrupt_on_sigterm)
 
     check_reachable(address)
     for k, v in RAY_ENV_DEFAULTS.items():
@@ -246,6 +259,7 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
 
             env.setdefault("FORCE_COLOR", "1")
             env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
+        interrupt_on_sigterm()  # Ray's driver set its own handler, which would leave the job running there
         answer = ray.get(actor.start.remote(entry, list(argv), job, list(overrides), os.getcwd(), env))
         if answer != "started":
             return None

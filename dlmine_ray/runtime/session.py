@@ -35,6 +35,21 @@ def _quiet_logs(verbose: bool) -> None:
     warnings.filterwarnings("ignore", module="ray")
 
 
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt in this process (from the main thread; elsewhere a no-op):
+    `kill` or a scheduler's stop then lets a run remove its staging folder, as Ctrl-C does, instead
+    of leaving half-written output. Ray's driver installs a handler of its own in ``ray.init``."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        pass
+
+
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in one line, within ``timeout_s``, when nothing listens at a cluster address
     (``host:port``, ``ray://host:port``); Ray itself retries an unreachable GCS for minutes."""
