@@ -177,8 +177,9 @@ def score_here(ds, model_path: str, keep: tuple[str, ...] = (), threads: Optiona
     """Score the rows of a materialized Ray Dataset of encoded rows (a ``features`` column: a run's
     test split, encoded once and held in Ray's object store) in this process, in their order:
     numpy batches of ``keep`` columns plus predictions, as ``score_encoded`` consumed batch by batch
-    gives them, without a Ray Data execution (its fixed cost was most of the time for a 300k-row
-    split: ``benchmarks/bench_pipeline.py --rows 2000000``). ``threads``: torch's threads."""
+    gives them, without a Ray Data execution (a 300k-row split of the 2M-row table: 0.84-0.92 of a
+    bare forward pass this way, 0.30-0.34 through Ray Data; ``benchmarks/bench_pipeline.py --rows
+    2000000``). ``threads``: torch's threads."""
     import ray
     from ray.data.block import BlockAccessor
 

@@ -45,7 +45,7 @@ ORPHAN_S = 10.0
 IN_WARM = "DLMINE_IN_WARM"
 #: modules a small job imports only when it reaches them (training's optimizer step imports torch._dynamo,
 #: explaining captum, the meta-features and baselines scikit-learn): imported when the process starts
-PRELOAD = ("dlmine_ray.app.run", "dlmine_ray.app.jobfile", "dlmine_ray.pipelines.tabular",
+PRELOAD = ("dlmine_ray.app.run", "dlmine_ray.pipelines.tabular",
            "dlmine_ray.pipelines.transactions", "torch._dynamo", "captum.attr", "scipy.stats",
            "sklearn.linear_model", "sklearn.ensemble", "sklearn.feature_selection", "sklearn.model_selection",
            "sklearn.naive_bayes", "sklearn.neighbors", "sklearn.tree", "sqlalchemy", "rich.table")
@@ -120,11 +120,11 @@ class WarmRunner:
         """What a command checks before handing a job over: the code this process runs, its user."""
         return {"digest": self.code, "uid": os.getuid() if hasattr(os, "getuid") else None, "pid": os.getpid()}
 
-    def start(self, entry, argv: list, job: str, overrides: list, cwd: str, env: dict) -> str:
+    def start(self, entry, argv: list, job: str, overrides: list, cwd: str, env: dict, tty: bool) -> str:
         """Run ``entry(argv)`` (the command line's main, which returns the exit status) as the command
         in ``cwd`` with ``env`` would, for the job file ``job`` with ``overrides`` (its --set
-        pairs); returns "started", "busy" (another job is running) or "declined" (the job does not
-        run in the driver)."""
+        pairs), its output a terminal's when ``tty``; returns "started", "busy" (another job is
+        running) or "declined" (the job does not run in the driver)."""
         if not self._busy.acquire(blocking=False):
             return "busy"
         self._seen = time.monotonic()
@@ -138,7 +138,7 @@ class WarmRunner:
                 return "declined"
             self._out, self._status, self._last = [], None, time.monotonic()
             self._seen = self._last
-            threading.Thread(target=self._run, args=(entry, argv, env, saved_env, saved_cwd), daemon=True).start()
+            threading.Thread(target=self._run, args=(entry, argv, tty, saved_env, saved_cwd), daemon=True).start()
             started = True
             return "started"
         finally:
@@ -146,8 +146,7 @@ class WarmRunner:
                 _restore(saved_env, saved_cwd)
                 self._busy.release()
 
-    def _run(self, entry, argv: list, env: dict, saved_env: dict, saved_cwd: str) -> None:
-        tty = env.get(IN_WARM + "_TTY") == "1"
+    def _run(self, entry, argv: list, tty: bool, saved_env: dict, saved_cwd: str) -> None:
         streams = sys.stdout, sys.stderr
         sys.stdout = _Stream("stdout", self._out, self._out_lock, tty)
         sys.stderr = _Stream("stderr", self._out, self._out_lock, tty)
@@ -252,15 +251,14 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
             _note("the cluster's warm dlmine process runs other code or as another user; running here", verbose)
             ray.kill(actor)
             return None
-        env = dict(os.environ)
-        env[IN_WARM + "_TTY"] = "1" if sys.stderr.isatty() else "0"
-        if sys.stderr.isatty():  # the warm process's output is a pipe: colours and width are the terminal's
+        env, tty = dict(os.environ), sys.stderr.isatty()
+        if tty:  # the warm process's output is a pipe: colours and width are the terminal's
             import shutil
 
             env.setdefault("FORCE_COLOR", "1")
             env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
         interrupt_on_sigterm()  # Ray's driver set its own handler, which would leave the job running there
-        answer = ray.get(actor.start.remote(entry, list(argv), job, list(overrides), os.getcwd(), env))
+        answer = ray.get(actor.start.remote(entry, list(argv), job, list(overrides), os.getcwd(), env, tty))
         if answer != "started":
             return None
         print(f"  the cluster's warm dlmine process on this node (pid {hello['pid']}) runs the job; --cold runs it "
