@@ -4,9 +4,7 @@ valid job or one line that names the problem with exit code 2, never a Python tr
 hypothesis draws job documents from the real field names (each task's section too) with values
 of every YAML type, mixed with unknown keys and garbage, and --set strings of any text."""
 
-import math
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -91,6 +91,30 @@ def _run_killing_at_epoch_4(cmd: list, marker: str, expected: int) -> str:
     return log
 
 
+def test_a_stopped_run_through_ray_cleans_up_and_says_so(tmp_path):
+    """SIGTERM (a scheduler's stop, `kill`) to a run with its own local Ray: the run stops as Ctrl-C
+    stops it (exit 130, "interrupted", no output, no staging folder), not with Ray's own SIGTERM
+    handler, which exited at once and left the staging folder behind."""
+    make_frame(3000).to_parquet(tmp_path / "rows.parquet", index=False)
+    job = write_job(tmp_path / "job.yaml", name="stopped", data={"path": str(tmp_path / "rows.parquet")},
+                    train={"epochs": 20000, "batch_size": 32, "early_stopping": 0},
+                    scaling={"trainer": "task", "cpus_per_worker": 1}, knowledge="off")
+    proc = subprocess.Popen(_dlmine_run(job, tmp_path / "out"), env=_local_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("epoch 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines.append(proc.communicate(timeout=120)[0])
+    _wait_for_session_to_end(proc.pid)
+    log = "".join(lines)
+    assert proc.returncode == 130 and log.rstrip().endswith("interrupted"), log[-3000:]
+    assert not (tmp_path / "out").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")], log[-3000:]
+
+
 def _processes(pid: int, marker: str) -> list:
     """The processes under ``pid`` whose command line holds ``marker``."""
     try:

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
 import pandas as pd
 import torch
 

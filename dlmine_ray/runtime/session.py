@@ -50,6 +50,24 @@ def interrupt_on_sigterm() -> None:
         pass
 
 
+def _sigterm_handler():
+    import signal
+
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm_handler(handler) -> None:
+    """Put back the SIGTERM handler that ``ray.init`` replaced (with one that exits the driver at
+    once, leaving a run's staging folder behind), when this process had one of its own."""
+    import signal
+
+    if callable(handler):
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            pass
+
+
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in one line, within ``timeout_s``, when nothing listens at a cluster address
     (``host:port``, ``ray://host:port``); Ray itself retries an unreachable GCS for minutes."""
@@ -143,6 +161,7 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
 
     started = False
     if not ray.is_initialized():
+        kept = _sigterm_handler()
         env_vars = {k: os.environ[k] for k in RAY_ENV_DEFAULTS}
         kwargs = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR,
                       configure_logging=True)
@@ -160,6 +179,7 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
                 ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                          object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
         started = True
+        _restore_sigterm_handler(kept)
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
