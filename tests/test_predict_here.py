@@ -98,6 +98,7 @@ def test_a_runs_encoded_split_is_scored_here_as_ray_data_scores_it(model_dir):
     here = list(score_here(ds, str(model_dir), keep=("key",), threads=2, batch_size=150))
     assert max(len(b["key"]) for b in here) == 150  # batches within blocks
     through = list(score_encoded(ds, str(model_dir), keep=("key",)).iter_batches(batch_format="numpy"))
+    assert all(list(b) == list(through[0]) for b in here + through)  # the same columns, in order, in every batch
     for name in here[0]:
         a, b = np.concatenate([h[name] for h in here]), np.concatenate([t[name] for t in through])
         assert a.shape[0] == 1000 and a.dtype == b.dtype, name
