@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-SMOKE = {"datasets": 2, "rows": 300, "epochs": 2, "budgets": [2], "cpus": 1}
+SMOKE = {"datasets": 2, "rows": 300, "epochs": 1, "budgets": [2], "portfolio_budgets": [2], "cpus": 1}
 METHODS = ("untuned", "random", "asha", "warm", "portfolio")
 
 
