@@ -156,7 +156,9 @@ class ScalingSpec(_Strict):
     driver_max_mb: float = Field(DRIVER_MAX_MB, ge=0.0, description="a job whose input is local files (or a builtin "
                                  "dataset) of at most this many MiB, untuned, on one CPU worker with trainer auto, "
                                  "runs in the driver process without starting or joining Ray (the same pipeline, "
-                                 "splits and loop; seconds faster); 0: always through Ray")
+                                 "splits and loop; seconds faster); a run through Ray scores its encoded test split "
+                                 "in the driver when it is at most this many MiB, or at any size on a one-node "
+                                 "cluster; 0: always through Ray")
     max_failures: int = Field(2, ge=0, description="TorchTrainer runs: how many times a lost worker (a killed "
                                                    "process, a lost node) restarts the worker group, which "
                                                    "resumes from the last epoch's checkpoint")

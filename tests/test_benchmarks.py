@@ -30,6 +30,7 @@ SMOKE = {
     "bench_scale.py": ["--smoke"],
     "bench_select.py": ["--smoke"],
     "bench_select_penalty.py": ["--smoke"],
+    "bench_split_scoring.py": ["--smoke"],
     "bench_unsupervised_selection.py": ["--smoke"],
     "eval_split.py": ["--smoke"],
     "eval_unsupervised.py": ["--smoke"],

@@ -107,3 +107,39 @@ def test_a_runs_encoded_split_is_scored_here_as_ray_data_scores_it(model_dir):
         else:
             assert (a == b).all(), name
     assert np.concatenate([h["key"] for h in here]).tolist() == df["row_id"].tolist()
+
+
+def test_a_split_of_any_size_is_scored_in_the_driver_when_the_cluster_is_this_node():
+    """On a one-node cluster (the tests' local Ray) Ray Data would use the driver's own cores, more
+    slowly: a split larger than scaling.driver_max_mb is scored in the driver too; 0 keeps Ray Data."""
+    _ensure_ray()
+    from dlmine_ray.infer import scores_in_driver
+    from dlmine_ray.runtime.session import cluster_is_this_node
+
+    assert cluster_is_this_node()
+    assert scores_in_driver(10 * 2**40, 256.0) and scores_in_driver(1, 256.0)
+    assert not scores_in_driver(1, 0.0)
+
+
+def test_a_cluster_of_two_nodes_is_not_this_node():
+    """With a second node (ray.cluster_utils, in a process of its own) a split above
+    scaling.driver_max_mb goes to Ray Data, which spreads it over the nodes; a small one stays here."""
+    code = """
+import ray
+from ray.cluster_utils import Cluster
+from dlmine_ray.infer import scores_in_driver
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+try:
+    ray.init(address=c.address)
+    one = scores_in_driver(2**40, 256.0)
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    print(one, scores_in_driver(2**40, 256.0), scores_in_driver(2**20, 256.0))
+finally:
+    ray.shutdown()
+    c.shutdown()
+"""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "False", "True"], r.stdout + r.stderr[-2000:]

@@ -23,7 +23,7 @@ from dlmine_ray.data.profile import SPLIT_COL, check_profile, check_types, profi
 from dlmine_ray.data.local import LocalRows, read_local
 from dlmine_ray.data.read import read_dataset
 from dlmine_ray.errors import DlmineError, failing_as
-from dlmine_ray.infer import save_model_dir, score_encoded, score_here
+from dlmine_ray.infer import save_model_dir, score_encoded, score_here, scores_in_driver
 from dlmine_ray.pipelines.context import RunContext, RunResult
 from dlmine_ray.pipelines.fit import fit_stages
 from dlmine_ray.pipelines.write import write_outputs
@@ -133,9 +133,10 @@ def run(ctx: RunContext) -> RunResult:
                     "na_values": d.na_values}, info=fitted.info)
     scored_rows = encoded if task.scores_every_row else _split(encoded, (2,), None)
     raw = tuple(RAW + c for c in kept)
-    # encoded rows already in Ray's object store, of at most scaling.driver_max_mb: scored here with
-    # every core instead of by a Ray Data execution (no re-read either way: they were encoded once)
-    here = ctx.on_driver or scored_rows.size_bytes() <= spec.scaling.driver_max_mb * 2**20
+    # encoded rows already in Ray's object store, of at most scaling.driver_max_mb or on a cluster
+    # that is this one node: scored here with every core instead of by a Ray Data execution (no
+    # re-read either way: they were encoded once)
+    here = ctx.on_driver or scores_in_driver(scored_rows.size_bytes(), spec.scaling.driver_max_mb)
     rep.stage("scoring", ("every row" if task.scores_every_row else "test split")
               + (", in this process" if here else ", batch inference on Ray Data"))
     threads = max(1, min(int(ctx.cpus), os.cpu_count() or 1))

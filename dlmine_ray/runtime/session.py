@@ -68,6 +68,18 @@ def _restore_sigterm_handler(handler) -> None:
             pass
 
 
+def cluster_is_this_node() -> bool:
+    """Whether the Ray cluster this process has joined is one alive node, this process's own (a
+    laptop's local Ray or single-machine cluster): work spread by Ray there runs on the same cores."""
+    import ray
+
+    try:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        return len(alive) == 1 and alive[0].get("NodeID") == ray.get_runtime_context().get_node_id()
+    except Exception:  # not connected, or an answer of another shape: assume a cluster
+        return False
+
+
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in one line, within ``timeout_s``, when nothing listens at a cluster address
     (``host:port``, ``ray://host:port``); Ray itself retries an unreachable GCS for minutes."""
