@@ -72,8 +72,11 @@ def cluster_is_this_node() -> bool:
     """Whether the Ray cluster this process has joined is one alive node, this process's own (a
     laptop's local Ray or single-machine cluster): work spread by Ray there runs on the same cores."""
     import ray
+    import ray.util.client
 
     try:
+        if ray.util.client.ray.is_connected():  # Ray Client (ray://): this process is no node
+            return False
         alive = [n for n in ray.nodes() if n.get("Alive")]
         return len(alive) == 1 and alive[0].get("NodeID") == ray.get_runtime_context().get_node_id()
     except Exception:  # not connected, or an answer of another shape: assume a cluster
