@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="score new data with a saved model",
                         description="Apply a run's model (same preprocessing) to new rows; writes one Parquet "
                                     "file. Local data of at most 256 MiB is scored in this process without "
-                                    "starting Ray; larger data, data in object storage, --address or --ray: "
-                                    "batch inference on Ray Data.")
+                                    "starting or joining Ray (also with --address); larger data, data in object "
+                                    "storage, or --ray: batch inference on Ray Data (on the --address cluster).")
     pr.add_argument("--model", required=True, metavar="DIR/model", help="the model/ folder of a run")
     pr.add_argument("--data", required=True, nargs="+", metavar="PATH", help="file(s), folder or glob")
     pr.add_argument("--output", "-o", required=True, metavar="OUT.parquet")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -213,7 +214,7 @@ def plain_head(tmp_path):
             proc.terminate()
             pytest.fail("ray start --head did not come up: " + open(log.name).read()[-2000:])
         time.sleep(1)
-    yield address, env
+    yield address, env, temp
     _stop(proc)
     log.close()
     shutil.rmtree(temp, ignore_errors=True)
@@ -231,7 +232,7 @@ def test_run_against_a_cluster_hands_a_small_job_to_its_warm_process(tmp_path, p
     import numpy as np
     import pandas as pd
 
-    address, env = plain_head
+    address, env, temp = plain_head
     env = {**env, "DLMINE_KNOWLEDGE": str(tmp_path / "kb.db")}
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4))
@@ -274,6 +275,17 @@ def test_run_against_a_cluster_hands_a_small_job_to_its_warm_process(tmp_path, p
     through = dlmine("--output", "through", "--set", "scaling.driver_max_mb=0")
     assert through.returncode == 0 and "warm dlmine process" not in through.stderr, through.stderr[-3000:]
     assert json.loads((tmp_path / "through" / "metrics.json").read_text())["accuracy"] == warm_m["accuracy"]
+
+    # `dlmine predict --address` of small local data scores it in the command, without joining the
+    # cluster (no driver log of its process there); --ray joins it
+    for extra in ([], ["--ray"]):
+        pred = subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "predict", "--model", "second/model", "--data",
+                                 "tiny.parquet", "--output", f"pred{len(extra)}.parquet", "--address", address, *extra],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        err = pred.communicate(timeout=300)[1]
+        assert pred.returncode == 0 and len(pd.read_parquet(tmp_path / f"pred{len(extra)}.parquet")) == 300, err
+        joined = list(Path(temp).rglob(f"python-core-driver-*_{pred.pid}.log"))
+        assert bool(joined) == bool(extra), (extra, joined)
 
     # a command stopped (SIGTERM) or killed outright (SIGKILL) while its job runs in the warm process:
     # the job goes with it (never published later), and the next run of that output removes its

@@ -13,7 +13,7 @@ from dlmine_ray.data.read import (SMALL_INPUT_BYTES, dataset_columns, local_inpu
 from dlmine_ray.errors import DlmineError, failing_as
 from dlmine_ray.infer import batch_rows, check_columns, score_dataset
 from dlmine_ray.pipelines.write import write_parquet_batches
-from dlmine_ray.runtime.session import ray_session
+from dlmine_ray.runtime.session import check_reachable, ray_session
 from dlmine_ray.tasks import get_task
 
 #: what a model folder's model.json must hold
@@ -27,15 +27,20 @@ def predict(model: str, data, output: str, address: Optional[str] = None, overwr
     Parquet file ``output`` (id column kept when the model has one); return rows written.
 
     Local input of at most ``local_max_bytes`` is read and scored in this process, without
-    starting Ray, unless ``address`` (or RAY_ADDRESS) names a cluster; larger input, or input in
-    object storage, goes through Ray Data (negative ``local_max_bytes``: always). ``batch_size``:
-    rows per batch (default: ``infer.batch_rows`` of the model's input columns)."""
+    starting or joining Ray, also when ``address`` (or RAY_ADDRESS) names a cluster, as a small
+    `dlmine run` does (the address must answer all the same); larger input, or input in object
+    storage, goes through Ray Data, on that cluster if one is named (negative ``local_max_bytes``:
+    always). ``batch_size``: rows per batch (default: ``infer.batch_rows`` of the model's input
+    columns)."""
     out = output_file(output, overwrite, "predictions.parquet")
     meta = read_model_meta(model)
     batch_size = batch_size or batch_rows(len(meta["input_columns"]))
     with output_folders(out):
-        size = local_input_bytes(data, fmt) if not (address or os.environ.get("RAY_ADDRESS")) else None
+        size = local_input_bytes(data, fmt)
         if size is not None and size <= local_max_bytes:
+            cluster = address or os.environ.get("RAY_ADDRESS")
+            if cluster:  # a wrong address is an error, small input or not
+                check_reachable(cluster)
             return _score_here(model, meta, data, out, fmt, batch_size)
         return _score(model, meta, data, out, address, verbose, fmt, batch_size)
 
