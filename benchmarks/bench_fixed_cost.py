@@ -16,7 +16,9 @@ Measures, each as a fresh `dlmine run` process (so Ray start-up is included, as 
      this script and stopped at the end; `--address`, `scaling.trainer: task`): the cost a warm
      Ray leaves; and the job as a user writes it with `--address`: the cluster's warm dlmine
      process on this node runs it (app/warm.py; the first command starts that process and is
-     reported on its own), and with `--cold` the command runs it itself,
+     reported on its own), and with `--cold` the command runs it itself; and `dlmine predict`
+     of the 40 rows with `--address` (scored in the command, the cluster not joined) and with
+     `--address --ray` (Ray Data on the cluster),
 and prints the per-stage times each run reports, and the ratios.
 """
 
@@ -148,6 +150,9 @@ def main() -> None:
         predicts = {name: extra for key, name, extra in (("predict", "predict 40 rows, no Ray", ()),
                                                           ("predict_ray", "predict 40 rows, --ray", ("--ray",)))
                     if key in args.cases}
+        if "address" in args.cases:  # dlmine predict against the running cluster too
+            predicts["predict 40 rows, --address"] = ("--address", None)
+            predicts["predict 40 rows, --address --ray"] = ("--address", None, "--ray")
         if predicts:  # the tiny job's model, and 40 new rows
             _run({**base, "name": "model"}, work, "model")
             pd.read_parquet(work / "tiny.parquet").drop(columns="label").head(40).to_parquet(work / "new.parquet")
@@ -169,6 +174,7 @@ def main() -> None:
                     results[warm_driver].append(_run(base, work, "warm_driver", "--address", head[1]))
                     results[warm_cold].append(_run(base, work, "warm_cold", "--address", head[1], "--cold"))
                 for i, (name, extra) in enumerate(predicts.items()):
+                    extra = tuple(head[1] if a is None else a for a in extra)  # the cluster's address
                     results[name].append(_predict(work / "out-model" / "model", work / "new.parquet", work, f"p{i}",
                                                   *extra))
         finally:
@@ -199,10 +205,14 @@ def main() -> None:
             print(f"\ntiny job against a running cluster, in its warm process / in the command (--cold): "
                   f"{med[warm_driver][0]:.1f} s / {med[warm_cold][0]:.1f} s = {med[warm_driver][0] / med[warm_cold][0]:.2f} "
                   f"(the first command, which starts the warm process: {med[warm_first][0]:.1f} s)")
-        if len(predicts) == 2:
-            here, ray_ = (med[n][0] for n in predicts)
+        if "predict 40 rows, no Ray" in med and "predict 40 rows, --ray" in med:
+            here, ray_ = med["predict 40 rows, no Ray"][0], med["predict 40 rows, --ray"][0]
             print(f"\ndlmine predict of 40 rows, without Ray / through Ray Data: {here:.1f} s / {ray_:.1f} s "
                   f"= {here / ray_:.2f}")
+        if "predict 40 rows, --address" in med:
+            here, ray_ = med["predict 40 rows, --address"][0], med["predict 40 rows, --address --ray"][0]
+            print(f"dlmine predict of 40 rows against a running cluster, in the command / through the cluster "
+                  f"(--ray): {here:.1f} s / {ray_:.1f} s = {here / ray_:.2f}")
         if "tuned, 1 trial" in med and "tuned, 3 trials" in med:
             per_trial = (med["tuned, 3 trials"][1] - med["tuned, 1 trial"][1]) / 2
             print(f"one more tuning trial (1 epoch, run one at a time): {per_trial:.1f} s")

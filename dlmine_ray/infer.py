@@ -176,8 +176,8 @@ def scores_in_driver(size_bytes: int, driver_max_mb: float) -> bool:
     """Whether a run through Ray scores its encoded split of ``size_bytes`` in the driver
     (``score_here``) rather than by a Ray Data execution (``score_encoded``): when the split is at
     most ``driver_max_mb`` MiB, or at any size when the cluster is this one node, where Ray Data
-    would use the same cores at about half the speed (``benchmarks/bench_split_scoring.py``: 2M-4M
-    rows 0.72-0.84 of a bare forward pass in the driver, 0.45-0.46 by Ray Data). Either way the
+    would use the same cores at about half the speed (``benchmarks/bench_split_scoring.py``, two
+    runs: 2M-4M rows 0.70-0.87 of a bare forward pass in the driver, 0.44-0.46 by Ray Data). Either way the
     scored rows stream into the driver block by block; on a cluster of several nodes a large split
     is scored where its blocks are. ``driver_max_mb`` 0: always Ray Data."""
     from dlmine_ray.runtime.session import cluster_is_this_node
