@@ -289,26 +289,35 @@ def test_run_against_a_cluster_hands_a_small_job_to_its_warm_process(tmp_path, p
 
     # a command stopped (SIGTERM) or killed outright (SIGKILL) while its job runs in the warm process:
     # the job goes with it (never published later), and the next run of that output removes its
-    # staging folder
+    # staging folder; a command suspended (SIGSTOP, Ctrl-Z) for longer than ORPHAN_S keeps its job
+    # (it is then stopped as SIGTERM stops it)
     import psutil
 
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    from dlmine_ray.app.warm import ORPHAN_S
+
+    for sig in (signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL):
         out = f"stopped-{sig.name}"
         proc = subprocess.Popen([sys.executable, "-m", "dlmine_ray.cli", "run", "job.yaml", "--output", out,
                                  "--set", "train.epochs=20000", "--set", "train.early_stopping=0", "--address",
                                  address], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-        lines, pid = [], None
+        lines, pid, resumed = [], None, False
         for line in proc.stdout:
             lines.append(line)
             served = re.search(r"warm dlmine process on this node \(pid (\d+)\)", line)
             pid = int(served.group(1)) if served else pid
-            if line.strip().startswith("epoch 3/"):
-                proc.send_signal(sig)
+            if sig == signal.SIGSTOP and line.strip().startswith("epoch 3/"):
+                proc.send_signal(signal.SIGSTOP)
+                time.sleep(ORPHAN_S + 5)
+                assert psutil.pid_exists(pid), "the warm process gave up the job of a suspended command"
+                proc.send_signal(signal.SIGCONT)
+                resumed = True
+            elif resumed or line.strip().startswith("epoch 3/"):
+                proc.send_signal(signal.SIGTERM if sig == signal.SIGSTOP else sig)
                 break
         proc.communicate(timeout=60)
         assert pid is not None, "".join(lines)
-        if sig == signal.SIGTERM:
+        if sig != signal.SIGKILL:
             assert proc.returncode == 130, "".join(lines)
         deadline = time.monotonic() + 60
         while psutil.pid_exists(pid) and time.monotonic() < deadline:

@@ -17,8 +17,9 @@ installation starts a new one; it serves one job at a time (a second command mea
 own process), exits after ``IDLE_S`` seconds without a job, and goes with the cluster (``ray
 stop``). ``DLMINE_WARM=0`` turns it off; ``dlmine run --address ... --cold`` too, for one command.
 Ctrl-C or SIGTERM in the command ends the actor, and the run with it; so does a command killed
-outright, after ``ORPHAN_S`` without reading the output (the run's staging folder is removed by the
-next run of that output, as for any killed run)."""
+outright, once its process is gone and it has not read the output for ``ORPHAN_S`` (the run's
+staging folder is removed by the next run of that output, as for any killed run). A command that
+is only suspended (Ctrl-Z) keeps its job."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ IDLE_S = 600.0
 START_TIMEOUT_S = 120.0
 #: seconds between two reads of a running job's output
 POLL_S = 0.05
-#: a running job whose command has not read its output for this long has lost its command (killed
-#: outright): the warm process exits, and the job with it, rather than publish a run nobody waits for
+#: a running job whose command has not read its output for this long, and whose process is gone
+#: (killed outright), has lost its command: the warm process exits, and the job with it, rather than
+#: publish a run nobody waits for
 ORPHAN_S = 10.0
 #: set inside the warm process: its ``dlmine run`` never hands the job on again
 IN_WARM = "DLMINE_IN_WARM"
@@ -113,6 +115,7 @@ class WarmRunner:
         self._out_lock = threading.Lock()
         self._out: list = []
         self._status: Optional[int] = None
+        self._client: Optional[int] = None
         self._last = self._seen = time.monotonic()
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -120,13 +123,18 @@ class WarmRunner:
         """What a command checks before handing a job over: the code this process runs, its user."""
         return {"digest": self.code, "uid": os.getuid() if hasattr(os, "getuid") else None, "pid": os.getpid()}
 
-    def start(self, entry, argv: list, job: str, overrides: list, cwd: str, env: dict, tty: bool) -> str:
+    def start(self, entry, argv: list, job: str, overrides: list, cwd: str, env: dict, tty: bool,
+              pid: Optional[int] = None) -> str:
         """Run ``entry(argv)`` (the command line's main, which returns the exit status) as the command
         in ``cwd`` with ``env`` would, for the job file ``job`` with ``overrides`` (its --set
-        pairs), its output a terminal's when ``tty``; returns "started", "busy" (another job is
-        running) or "declined" (the job does not run in the driver)."""
+        pairs), its output a terminal's when ``tty``; ``pid``: the command's process, on this node.
+        Returns "started", "busy" (another job is running) or "declined" (the job does not run in
+        the driver)."""
         if not self._busy.acquire(blocking=False):
             return "busy"
+        # a command whose process this one cannot see (another process namespace) is judged by its
+        # reads alone
+        self._client = pid if pid is not None and not _gone(pid) else None
         self._seen = time.monotonic()
         saved_env, saved_cwd = dict(os.environ), os.getcwd()
         started = False
@@ -176,10 +184,26 @@ class WarmRunner:
         while True:
             time.sleep(1.0)
             now = time.monotonic()
-            if self._status is None and self._busy.locked() and now - self._seen > ORPHAN_S:
+            if (self._status is None and self._busy.locked() and now - self._seen > ORPHAN_S
+                    and (self._client is None or _gone(self._client))):
                 os._exit(1)
             if now - self._last > IDLE_S and self._busy.acquire(blocking=False):
                 os._exit(0)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie, killed but not yet reaped, has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's: it exists
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):  # no /proc (macOS): it exists
+        return False
 
 
 def _runs_in_driver(job: str, overrides: list) -> bool:
@@ -258,7 +282,8 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
             env.setdefault("FORCE_COLOR", "1")
             env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
         interrupt_on_sigterm()  # Ray's driver set its own handler, which would leave the job running there
-        answer = ray.get(actor.start.remote(entry, list(argv), job, list(overrides), os.getcwd(), env, tty))
+        answer = ray.get(actor.start.remote(entry, list(argv), job, list(overrides), os.getcwd(), env, tty,
+                                            os.getpid()))
         if answer != "started":
             return None
         print(f"  the cluster's warm dlmine process on this node (pid {hello['pid']}) runs the job; --cold runs it "
