@@ -128,11 +128,12 @@ def test_a_cluster_of_two_nodes_is_not_this_node():
 import ray
 from ray.cluster_utils import Cluster
 from dlmine_ray.infer import scores_in_driver
-c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+small = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
+c = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
 try:
     ray.init(address=c.address)
     one = scores_in_driver(2**40, 256.0)
-    c.add_node(num_cpus=1)
+    c.add_node(**small)
     c.wait_for_nodes()
     print(one, scores_in_driver(2**40, 256.0), scores_in_driver(2**20, 256.0))
 finally:
