@@ -235,7 +235,7 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
     should run the command itself (the job does not run in the driver, the warm process is busy or
     cannot start)."""
     from dlmine_ray.runtime.session import (RAY_ENV_DEFAULTS, _token_auth_when_available, check_reachable,
-                                            interrupt_on_sigterm)
+                                            sigterm_handler_kept)
 
     check_reachable(address)
     for k, v in RAY_ENV_DEFAULTS.items():
@@ -246,9 +246,10 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
     import ray
 
     try:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=verbose,
-                 logging_level=logging.INFO if verbose else logging.ERROR,
-                 runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV_DEFAULTS}})
+        with sigterm_handler_kept():  # Ray's handler would leave the job running in the warm process
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.ERROR,
+                     runtime_env={"env_vars": {k: os.environ[k] for k in RAY_ENV_DEFAULTS}})
     except Exception as err:  # the command in this process joins the cluster its own way, or says why not
         _note(f"could not join the cluster for its warm dlmine process ({type(err).__name__}); running here", verbose)
         return None
@@ -281,7 +282,6 @@ def run_warm(entry, argv: list, job: str, overrides: list, address: str, verbose
 
             env.setdefault("FORCE_COLOR", "1")
             env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
-        interrupt_on_sigterm()  # Ray's driver set its own handler, which would leave the job running there
         answer = ray.get(actor.start.remote(entry, list(argv), job, list(overrides), os.getcwd(), env, tty,
                                             os.getpid()))
         if answer != "started":

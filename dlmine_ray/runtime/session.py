@@ -50,22 +50,23 @@ def interrupt_on_sigterm() -> None:
         pass
 
 
-def _sigterm_handler():
+@contextlib.contextmanager
+def sigterm_handler_kept() -> Iterator[None]:
+    """Around ``ray.init``: put back the SIGTERM handler this process had (the command line's,
+    ``interrupt_on_sigterm``), which ``ray.init`` replaces with one that exits the driver at once,
+    leaving a run's staging folder behind (or, in the warm path, the job running elsewhere). A
+    process without a handler of its own keeps Ray's; outside the main thread nothing changes."""
     import signal
 
-    return signal.getsignal(signal.SIGTERM)
-
-
-def _restore_sigterm_handler(handler) -> None:
-    """Put back the SIGTERM handler that ``ray.init`` replaced (with one that exits the driver at
-    once, leaving a run's staging folder behind), when this process had one of its own."""
-    import signal
-
-    if callable(handler):
-        try:
-            signal.signal(signal.SIGTERM, handler)
-        except ValueError:  # not the main thread
-            pass
+    kept = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(kept):
+            try:
+                signal.signal(signal.SIGTERM, kept)
+            except ValueError:  # not the main thread
+                pass
 
 
 def cluster_is_this_node() -> bool:
@@ -176,25 +177,24 @@ def ray_session(address: Optional[str] = None, verbose: bool = False, num_cpus: 
 
     started = False
     if not ray.is_initialized():
-        kept = _sigterm_handler()
         env_vars = {k: os.environ[k] for k in RAY_ENV_DEFAULTS}
         kwargs = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR,
                       configure_logging=True)
         address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            check_reachable(address)
-            # A submitted job already carries these in its runtime env; a plain driver passes them
-            # so that the cluster's Train controller and workers see them too.
-            in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-            ray.init(address=address, **({} if in_job else {"runtime_env": {"env_vars": env_vars}}), **kwargs)
-        else:  # a local Ray's processes inherit this process's environment
-            # "local": a Ray of its own even when `ray start` runs one on this machine, which a
-            # plain ray.init() would join (and refuse num_cpus for)
-            with _loopback_only():
-                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
+        with sigterm_handler_kept():
+            if address:
+                check_reachable(address)
+                # A submitted job already carries these in its runtime env; a plain driver passes them
+                # so that the cluster's Train controller and workers see them too.
+                in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+                ray.init(address=address, **({} if in_job else {"runtime_env": {"env_vars": env_vars}}), **kwargs)
+            else:  # a local Ray's processes inherit this process's environment
+                # "local": a Ray of its own even when `ray start` runs one on this machine, which a
+                # plain ray.init() would join (and refuse num_cpus for)
+                with _loopback_only():
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                             object_store_memory=object_store_mb * 2**20 if object_store_mb else None, **kwargs)
         started = True
-        _restore_sigterm_handler(kept)
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
